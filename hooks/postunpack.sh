@@ -1,0 +1,19 @@
+#!/bin/sh
+# postunpack.sh NAME MOUNTPOINT DISTR
+#
+# Runs on the host after debootstrap and the skeleton, before the chroot
+# install. MOUNTPOINT is the new VM's root with /proc, /sys and /dev mounted,
+# so `chroot "$MOUNTPOINT" ...` works; service starts are blocked. Also set:
+# HOSTCREATOR_NAME, HOSTCREATOR_ROOT, HOSTCREATOR_DISTR,
+# HOSTCREATOR_DISTRIBUTION (debian or ubuntu), HOSTCREATOR_HOOK.
+# A non-zero exit stops the build (everything is unmounted and detached).
+# Install it as /etc/hostcreator/postunpack.sh and make it executable.
+set -eu
+name=$1
+root=$2
+distr=$3
+
+# Examples:
+# cp /etc/hostcreator/site-ca.crt "$root/usr/local/share/ca-certificates/"
+# echo "deb http://apt.example.org/ $distr main" > "$root/etc/apt/sources.list.d/site.list"
+: "$name" "$root" "$distr"

@@ -1,0 +1,3 @@
+from hostcreator.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""Command-line front ends: parse, load the configuration, call the library.
+
+`hostcreator <command>` and the short names users of the old scripts type
+(`create-debian`, ...) run the same functions.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from hostcreator import __version__, config, distro, pipeline, qemu, storage
+from hostcreator.errors import HostCreatorError, Interrupted, InvalidInput
+from hostcreator.log import logger, setup_console
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="configuration file (default: /etc/default/hostcreator, "
+                 "or $HOSTCREATOR_CONFIG)", dir_okay=False),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", metavar="KEY=VALUE",
+                 help="override one setting of the configuration file (repeatable)"),
+]
+SizeOption = Annotated[int | None, typer.Option("--size", help="disk size in GiB (SIZE)")]
+StorageOption = Annotated[
+    str | None, typer.Option("--storage", help="lvm or file (STORAGE)")
+]
+VgOption = Annotated[str | None, typer.Option("--vg", help="LVM volume group (VG_NAME)")]
+ImageDirOption = Annotated[
+    Path | None, typer.Option("--image-dir", help="directory of image files (IMAGE_DIR)")
+]
+MirrorOption = Annotated[str | None, typer.Option("--mirror", help="archive mirror (MIRROR)")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="overwrite an existing disk that holds data")
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="show every command and its output")
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hostcreator {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=_version, is_eager=True, help="show the version"),
+]
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
+    # One interruption is enough: later ones must not break the cleanup it starts.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _cleaning_up)
+    raise Interrupted(signum)
+
+
+def _cleaning_up(_signum: int, _frame: FrameType | None) -> None:
+    logger.warning("cleaning up, please wait")
+
+
+def guarded(program: str, debug: bool, action: Callable[[], Any]) -> None:
+    """Run ACTION; errors become one line each and an exit code."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        action()
+    except HostCreatorError as exc:
+        if debug:
+            logger.exception("traceback")
+        typer.echo(f"{program}: error: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"{program}: hint: {exc.hint}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except Interrupted as exc:
+        typer.echo(f"{program}: interrupted by {exc}; everything it set up was undone",
+                   err=True)
+        raise typer.Exit(128 + exc.signum) from None
+
+
+def load_config(
+    config_path: Path | None,
+    sets: list[str] | None,
+    **options: Any,
+) -> config.Config:
+    overrides = config.parse_assignments(sets or [])
+    for key, value in options.items():
+        if value is not None:
+            overrides[key] = str(value)
+    return config.load(config_path, overrides)
+
+
+def create_command(distribution: str) -> Callable[..., None]:
+    def command(
+        name: Annotated[str, typer.Argument(help="name of the VM: host name and disk name")],
+        distr: Annotated[
+            str | None, typer.Argument(help="suite, e.g. trixie (default: DISTR or the "
+                                       "current release)")
+        ] = None,
+        config_path: ConfigOption = None,
+        sets: SetOption = None,
+        size: SizeOption = None,
+        storage_kind: StorageOption = None,
+        vg: VgOption = None,
+        image_dir: ImageDirOption = None,
+        mirror: MirrorOption = None,
+        force: ForceOption = False,
+        verbose: VerboseOption = False,
+        debug: DebugOption = False,
+        version: VersionOption = False,
+    ) -> None:
+        setup_console(verbose)
+
+        def action() -> None:
+            cfg = load_config(config_path, sets, SIZE=size, STORAGE=storage_kind,
+                              VG_NAME=vg, IMAGE_DIR=image_dir, MIRROR=mirror)
+            dist = distro.get(distribution)
+            suite = distr or cfg.distr or dist.default_suite
+            build = pipeline.Build(cfg, dist, name, suite, force=force)
+            pipeline.create(build)
+
+        guarded(f"create-{distribution}", debug, action)
+
+    command.__doc__ = (
+        f"Build a {distribution.capitalize()} VM disk for NAME: partitions, debootstrap, "
+        "skeleton, hooks, chroot install, GRUB."
+    )
+    return command
+
+
+def boot_test(
+    name: Annotated[str, typer.Argument(help="name of a VM built by create-debian")],
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+    timeout: Annotated[int, typer.Option(help="seconds to wait for the login prompt")] = 600,
+    accel: Annotated[str, typer.Option(help="tcg (software) or kvm")] = "tcg",
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Boot NAME's disk once under QEMU (a throw-away snapshot) until its login prompt."""
+    setup_console(verbose)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        disk = storage.for_vm(cfg, name)
+        if not disk.exists():
+            raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist")
+        console = cfg.log_dir / f"{name}.console.log"
+        logger.info("booting %s under QEMU (%s); console: %s", disk.describe(), accel, console)
+        qemu.boot(disk.path, console, timeout=timeout, accel=accel)
+        logger.info("%s booted to its login prompt", name)
+
+    guarded("boot-test", debug, action)
+
+
+def show_config(
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Print the effective configuration as KEY=VALUE lines."""
+    setup_console(False)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        typer.echo(f"# from {cfg.source or 'built-in defaults'}")
+        for setting in config.SETTINGS:
+            value = getattr(cfg, setting.field)
+            if isinstance(value, tuple):
+                value = " ".join(value)
+            typer.echo(f"{setting.key}={'' if value is None else value}")
+
+    guarded("config", False, action)
+
+
+app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
+                  help="Turn a name into an installed, bootable Debian or Ubuntu KVM VM.")
+app.command("create-debian")(create_command("debian"))
+app.command("boot-test")(boot_test)
+app.command("config")(show_config)
+
+
+def _single(command: Callable[..., None]) -> typer.Typer:
+    one = typer.Typer(context_settings=CONTEXT, add_completion=False)
+    one.command()(command)
+    return one
+
+
+def main() -> None:
+    app(prog_name="hostcreator")
+
+
+def create_debian_main() -> None:
+    _single(create_command("debian"))(prog_name="create-debian")
+
+
+def create_ubuntu_main() -> None:
+    typer.echo("create-ubuntu: not available yet", err=True)
+    sys.exit(1)

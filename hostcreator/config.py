@@ -1,0 +1,339 @@
+"""Configuration: one frozen dataclass, one table of settings.
+
+Values come, lowest first, from the built-in defaults, the config file
+(/etc/default/hostcreator, else the older /etc/default/kvm-hostcreator, or the
+file named by --config / HOSTCREATOR_CONFIG), the environment
+(HOSTCREATOR_<KEY>) and the command line (options and --set KEY=VALUE).
+The file holds shell KEY=VALUE lines, so the same file can be sourced by shell
+scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from hostcreator.errors import InvalidInput
+from hostcreator.log import logger
+
+DEFAULT_FILE = Path("/etc/default/hostcreator")
+LEGACY_FILE = Path("/etc/default/kvm-hostcreator")
+ENV_FILE = "HOSTCREATOR_CONFIG"
+ENV_PREFIX = "HOSTCREATOR_"
+
+
+class StorageKind(StrEnum):
+    LVM = "lvm"
+    FILE = "file"
+
+
+class VirtType(StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    QEMU = "qemu"
+
+
+class NetworkType(StrEnum):
+    BRIDGE = "bridge"
+    NETWORK = "network"
+    USER = "user"
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _optional_text(value: str) -> str | None:
+    return value or None
+
+
+def _path(value: str) -> Path:
+    if not value:
+        raise ValueError("an empty path")
+    return Path(value)
+
+
+def _optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise ValueError(f"{value} is not a positive number")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = _positive_int(value) if value != "0" else 0
+    return number
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s,]+", value) if w)
+
+
+def _choice(enum: type[StrEnum]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        try:
+            return enum(value.lower())
+        except ValueError:
+            choices = " | ".join(e.value for e in enum)
+            raise ValueError(f"{value!r} is not one of {choices}") from None
+
+    return parse
+
+
+def _optional_choice(enum: type[StrEnum]) -> Callable[[str], Any]:
+    parse = _choice(enum)
+    return lambda value: parse(value) if value else None
+
+
+def host_timezone() -> str:
+    """The host's time zone name, so that a VM defaults to where its host is."""
+    try:
+        zone = Path("/etc/timezone").read_text().strip()
+        if zone:
+            return zone
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "Etc/UTC"
+
+
+def host_locale() -> str:
+    """The host's default locale (LANG of /etc/default/locale), else C.UTF-8."""
+    try:
+        for line in Path("/etc/default/locale").read_text().splitlines():
+            key, _, value = line.strip().partition("=")
+            if key == "LANG" and value.strip("\"'"):
+                return value.strip("\"'")
+    except OSError:
+        pass
+    return "C.UTF-8"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    field: str
+    parse: Callable[[str], Any]
+    default: Callable[[], Any]
+    help: str
+
+
+def _const(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("STORAGE", "storage", _optional_choice(StorageKind), _const(None),
+            "where VM disks live: lvm or file (default: lvm when VG_NAME is set, else file)"),
+    Setting("VG_NAME", "vg_name", _optional_text, _const(None),
+            "LVM volume group for the disks <NAME>-disk01"),
+    Setting("SIZE", "size", _positive_int, _const(8), "disk size in GiB for a new disk"),
+    Setting("IMAGE_DIR", "image_dir", _path, _const(Path("/var/lib/hostcreator/images")),
+            "directory of the raw image files <NAME>-disk01.img (file storage)"),
+    Setting("DISTR", "distr", _optional_text, _const(None),
+            "distribution suite (default: the distribution's current release)"),
+    Setting("MIRROR", "mirror", _optional_text, _const(None),
+            "archive mirror URL (default: debootstrap's own default for the suite)"),
+    Setting("KEYRING", "keyring", _optional_path, _const(None),
+            "archive keyring file used to verify the archive signatures"),
+    Setting("PACKAGES", "packages", _words, _const(()),
+            "extra packages to install with debootstrap (space or comma separated)"),
+    Setting("VARIANT", "variant", _optional_text, _const(None),
+            "debootstrap variant, e.g. minbase (default: debootstrap's default)"),
+    Setting("HOOK_DIR", "hook_dir", _path, _const(Path("/etc/hostcreator")),
+            "directory of postunpack.sh and postconfig.sh"),
+    Setting("SKEL_DIR", "skel_dir", _optional_path, _const(None),
+            "skeleton tree copied into every VM (default: /etc/hostcreator/skel, "
+            "else the packaged skel/)"),
+    Setting("TIMEZONE", "timezone", _text, host_timezone, "time zone of the VM"),
+    Setting("LOCALE", "locale", _text, host_locale, "default locale of the VM"),
+    Setting("SSH_AUTHORIZED_KEYS", "ssh_authorized_keys", _optional_path, _const(None),
+            "file of SSH public keys to install for root"),
+    Setting("ROOT_PASSWORD_FILE", "root_password_file", _optional_path, _const(None),
+            "file holding root's password (plain or crypt hash); unset leaves root locked"),
+    Setting("APT_PROXY", "apt_proxy", _optional_text, _const(None),
+            "HTTP proxy for apt in the bootstrap and inside the VM"),
+    Setting("LOG_DIR", "log_dir", _path, _const(Path("/var/log/hostcreator")),
+            "directory of the per-VM log files"),
+    Setting("CACHE_DIR", "cache_dir", _path, _const(Path("/var/cache/hostcreator")),
+            "cache of downloaded packages"),
+    Setting("STATE_DIR", "state_dir", _path, _const(Path("/run/hostcreator")),
+            "where builds mount disks and keep their locks"),
+    Setting("NETWORK", "network", _text, _const("br0"),
+            "bridge (or libvirt network) the VM's NIC is attached to"),
+    Setting("NETWORK_TYPE", "network_type", _choice(NetworkType), _const(NetworkType.BRIDGE),
+            "kind of NIC: bridge, network or user"),
+    Setting("LIVE_ISO", "live_iso", _optional_path, _const(None),
+            "ISO image the first boot starts from"),
+    Setting("MEMORY", "memory", _positive_int, _const(2048), "memory of the VM in MiB"),
+    Setting("VCPUS", "vcpus", _positive_int, _const(2), "virtual CPUs of the VM"),
+    Setting("VIRT_TYPE", "virt_type", _choice(VirtType), _const(VirtType.AUTO),
+            "auto (kvm when /dev/kvm works), kvm or qemu (software emulation)"),
+    Setting("LIBVIRT_URI", "libvirt_uri", _text, _const("qemu:///system"),
+            "libvirt connection URI"),
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    storage: StorageKind | None
+    vg_name: str | None
+    size: int
+    image_dir: Path
+    distr: str | None
+    mirror: str | None
+    keyring: Path | None
+    packages: tuple[str, ...]
+    variant: str | None
+    hook_dir: Path
+    skel_dir: Path | None
+    timezone: str
+    locale: str
+    ssh_authorized_keys: Path | None
+    root_password_file: Path | None
+    apt_proxy: str | None
+    log_dir: Path
+    cache_dir: Path
+    state_dir: Path
+    network: str
+    network_type: NetworkType
+    live_iso: Path | None
+    memory: int
+    vcpus: int
+    virt_type: VirtType
+    libvirt_uri: str
+    source: Path | None = None
+
+    @property
+    def storage_kind(self) -> StorageKind:
+        if self.storage is not None:
+            return self.storage
+        return StorageKind.LVM if self.vg_name else StorageKind.FILE
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_shell_assignments(text: str, origin: str) -> dict[str, str]:
+    """KEY=VALUE lines as a shell would read them (quotes, comments, `export`)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        where = f"{origin}:{number}"
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise InvalidInput(f"{where}: cannot parse line: {exc}") from None
+        if words[:1] == ["export"]:
+            words = words[1:]
+        if not words:
+            continue
+        if len(words) != 1 or "=" not in words[0]:
+            raise InvalidInput(
+                f"{where}: expected KEY=VALUE, got {line.strip()!r}",
+                hint="quote values that contain spaces",
+            )
+        key, _, value = words[0].partition("=")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise InvalidInput(f"{where}: {key!r} is not a valid key")
+        if "$" in value:
+            logger.warning("%s: %s: variables are not expanded in %r", where, key, value)
+        values[key] = value
+    return values
+
+
+def config_file(explicit: Path | None) -> Path | None:
+    """The file to read: --config, $HOSTCREATOR_CONFIG, the default, the legacy one."""
+    if explicit is not None:
+        if not explicit.exists() or explicit.is_dir():
+            raise InvalidInput(f"config file not found: {explicit}")
+        return explicit
+    if env := os.environ.get(ENV_FILE):
+        path = Path(env)
+        if not path.is_file():
+            raise InvalidInput(f"config file not found: {path} (from ${ENV_FILE})")
+        return path
+    for path in (DEFAULT_FILE, LEGACY_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
+def _apply(
+    raw: dict[str, Any], values: Mapping[str, str], origin: str, strict: bool
+) -> None:
+    for key, value in values.items():
+        setting = BY_KEY.get(key)
+        if setting is None:
+            close = [k for k in BY_KEY if k.replace("_", "") == key.upper().replace("_", "")]
+            msg = f"{origin}: unknown setting {key}" + (f" (did you mean {close[0]}?)" if close
+                                                         else "")
+            if strict:
+                raise InvalidInput(msg, hint="known settings: " + ", ".join(BY_KEY))
+            logger.warning("warning: %s", msg)
+            continue
+        try:
+            raw[setting.field] = setting.parse(value)
+        except ValueError as exc:
+            raise InvalidInput(f"{origin}: {key}: {exc}") from None
+
+
+def load(
+    path: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the configuration; OVERRIDES are KEY=VALUE from the command line."""
+    raw: dict[str, Any] = {s.field: s.default() for s in SETTINGS}
+    source = config_file(path)
+    if source is not None:
+        try:
+            text = source.read_text()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read config file {source}: {exc.strerror}") from None
+        _apply(raw, parse_shell_assignments(text, str(source)), str(source), strict=False)
+    env = os.environ if environ is None else environ
+    from_env = {
+        k[len(ENV_PREFIX):]: v
+        for k, v in env.items()
+        if k.startswith(ENV_PREFIX) and k != ENV_FILE
+    }
+    _apply(raw, from_env, "environment", strict=False)
+    _apply(raw, overrides or {}, "command line", strict=True)
+    config = Config(**raw, source=source)
+    if config.storage_kind is StorageKind.LVM and not config.vg_name:
+        raise InvalidInput(
+            f"{source or 'configuration'}: STORAGE=lvm needs VG_NAME",
+            hint="set VG_NAME to the volume group of the VM disks, or STORAGE=file",
+        )
+    return config
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """--set KEY=VALUE options into a mapping."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--set {item!r}: expected KEY=VALUE")
+        result[key.strip().upper()] = value
+    return result

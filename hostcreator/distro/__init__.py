@@ -1,0 +1,52 @@
+"""What hostcreator knows about each distribution, one module per distribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hostcreator.errors import InvalidInput
+
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The facts the pipeline needs about one distribution; no logic of its own."""
+
+    name: str
+    default_suite: str
+    # Suites hostcreator can build even when the host's debootstrap has no script
+    # for them, mapped to the debootstrap script that bootstraps them.
+    suites: dict[str, str]
+    components: tuple[str, ...]
+    keyring: Path
+    keyring_package: str
+    kernel_package: str
+    # Installed by debootstrap: what the later stages and a usable VM need.
+    packages: tuple[str, ...]
+    grub_script: str
+
+    def check_suite(self, suite: str) -> None:
+        if suite not in self.suites and not (DEBOOTSTRAP_SCRIPTS / suite).is_file():
+            known = ", ".join(self.suites)
+            raise InvalidInput(
+                f"unknown {self.name} suite {suite!r}",
+                hint=f"known suites: {known}",
+            )
+
+    def debootstrap_script(self, suite: str) -> Path | None:
+        """The script to pass when the host's debootstrap has none for SUITE."""
+        if (DEBOOTSTRAP_SCRIPTS / suite).is_file():
+            return None
+        return DEBOOTSTRAP_SCRIPTS / self.suites[suite]
+
+
+def get(name: str) -> Distribution:
+    from hostcreator.distro import debian
+
+    table = {"debian": debian.DEBIAN}
+    try:
+        return table[name]
+    except KeyError:
+        raise InvalidInput(f"unknown distribution {name!r}") from None

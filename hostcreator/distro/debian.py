@@ -1,0 +1,34 @@
+"""Debian."""
+
+from pathlib import Path
+
+from hostcreator.distro import Distribution
+
+DEBIAN = Distribution(
+    name="debian",
+    default_suite="trixie",
+    suites={
+        "bookworm": "sid",
+        "trixie": "sid",
+        "forky": "sid",
+        "sid": "sid",
+        "stable": "sid",
+        "testing": "sid",
+        "unstable": "sid",
+    },
+    components=("main",),
+    keyring=Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
+    keyring_package="debian-archive-keyring",
+    kernel_package="linux-image-amd64",
+    packages=(
+        "linux-image-amd64",
+        "grub-pc",
+        "openssh-server",
+        "locales",
+        "dbus",
+        "systemd-resolved",
+        "qemu-guest-agent",
+        "ca-certificates",
+    ),
+    grub_script="/root/bin/grub-debian.sh",
+)

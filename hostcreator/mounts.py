@@ -1,0 +1,114 @@
+"""Mounting with the undo registered at once, and unmounting whole trees.
+
+Teardown functions log and go on: they never raise over the real error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from hostcreator.errors import HostCreatorError
+from hostcreator.log import logger
+from hostcreator.run import run
+
+STOP_WAIT_SECONDS = 5.0
+
+
+def _unescape(field: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
+    return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+
+
+def mount_points() -> list[tuple[Path, str]]:
+    """(mount point, source) of every mount of this process, in mount order."""
+    result = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            result.append((Path(_unescape(fields[4])), _unescape(fields[sep + 2])))
+    return result
+
+
+def mounts_below(path: Path) -> list[Path]:
+    """Mount points at PATH or below it, the most recent first (the order to unmount)."""
+    top = Path(os.path.realpath(path))
+    found = [m for m, _ in mount_points() if m == top or top in m.parents]
+    return list(reversed(found))
+
+
+def is_mount_point(path: Path) -> bool:
+    top = Path(os.path.realpath(path))
+    return any(m == top for m, _ in mount_points())
+
+
+def mount(
+    stack: ExitStack,
+    source: str | Path,
+    target: Path,
+    *,
+    fstype: str | None = None,
+    options: Sequence[str] = (),
+    bind: bool = False,
+) -> Path:
+    """Mount SOURCE on TARGET and register its unmount on STACK in the same breath."""
+    target.mkdir(parents=True, exist_ok=True)
+    argv: list[str | Path] = ["mount"]
+    if bind:
+        argv.append("--bind")
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    run([*argv, source, target])
+    stack.callback(unmount_tree, target)
+    return target
+
+
+def processes_below(path: Path) -> list[int]:
+    """PIDs whose root directory or working directory is PATH or below it."""
+    top = os.path.realpath(path)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        for link in ("root", "cwd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(entry / link)
+                if target == top or target.startswith(top + "/"):
+                    pids.append(int(entry.name))
+                    break
+    return pids
+
+
+def stop_processes_below(path: Path) -> None:
+    """Stop what still runs inside a chroot (gpg-agent, dirmngr, a killed dpkg...)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = processes_below(path)
+        if not pids:
+            return
+        logger.debug("sending %s to %s still running below %s", sig.name, pids, path)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while time.monotonic() < deadline and processes_below(path):
+            time.sleep(0.1)
+
+
+def unmount_tree(path: Path) -> None:
+    """Unmount PATH and everything mounted below it. Logs, never raises."""
+    stop_processes_below(path)
+    for point in mounts_below(path):
+        try:
+            run(["umount", point])
+        except HostCreatorError as exc:
+            logger.warning("warning: unmounting %s failed (%s), detaching it lazily", point, exc)
+            with contextlib.suppress(HostCreatorError):
+                run(["umount", "--lazy", point])

@@ -1,0 +1,216 @@
+"""Where a VM's disk lives: an LVM logical volume or a raw image file.
+
+Both backends name the same disk <NAME>-disk01 and hand the pipeline a path
+(the LV's block device or the image file) that is then attached to a loop
+device with partition scanning (loopdev.py), so partitions look the same for
+both and no kpartx or device-mapper partition mapping is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hostcreator.config import Config, StorageKind
+from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
+from hostcreator.log import logger
+from hostcreator.run import run
+
+GIB = 1024**3
+
+
+def disk_name(name: str) -> str:
+    return f"{name}-disk01"
+
+
+class Storage(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+    def describe(self) -> str: ...
+
+    def check(self) -> None: ...
+
+    def exists(self) -> bool: ...
+
+    def size_bytes(self) -> int: ...
+
+    def create(self, size_gib: int) -> None: ...
+
+
+@dataclass
+class FileStorage:
+    """A sparse raw image file."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"image file {self.path}"
+
+    def check(self) -> None:
+        if not self.path.parent.is_dir():
+            # Created on demand, but its parent must be a directory if it exists.
+            for parent in self.path.parents:
+                if parent.exists() and not parent.is_dir():
+                    raise InvalidInput(f"IMAGE_DIR: {parent} is not a directory")
+
+    def exists(self) -> bool:
+        if self.path.exists() and not self.path.is_file():
+            raise InvalidInput(f"{self.path} exists and is not a regular file")
+        return self.path.exists()
+
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def create(self, size_gib: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        logger.debug("creating sparse image %s of %d GiB", self.path, size_gib)
+        with open(self.path, "xb") as f:
+            f.truncate(size_gib * GIB)
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    name: str
+    vg: str
+    size: int
+    path: Path
+
+
+def lvs_command(vg: str) -> list[str]:
+    return [
+        "lvs", "--noheadings", "--nosuffix", "--units", "b", "--separator", "|",
+        "-o", "lv_name,vg_name,lv_size,lv_path", vg,
+    ]
+
+
+def parse_lvs(output: str) -> list[LogicalVolume]:
+    """Parse the output of lvs_command()."""
+    volumes = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) != 4:
+            raise HostCreatorError(f"cannot parse lvs output line: {line!r}")
+        name, vg, size, path = fields
+        volumes.append(LogicalVolume(name, vg, int(size), Path(path or f"/dev/{vg}/{name}")))
+    return volumes
+
+
+def lvcreate_command(vg: str, lv: str, size_gib: int) -> list[str]:
+    return ["lvcreate", "--yes", "--wipesignatures", "y", "-n", lv, "-L", f"{size_gib}g", vg]
+
+
+@dataclass
+class LvmStorage:
+    """A logical volume <NAME>-disk01 in VG_NAME."""
+
+    vg: str
+    lv: str
+
+    @property
+    def path(self) -> Path:
+        return Path("/dev") / self.vg / self.lv
+
+    def describe(self) -> str:
+        return f"logical volume {self.vg}/{self.lv}"
+
+    def check(self) -> None:
+        result = run(["vgs", "--noheadings", "-o", "vg_name", self.vg], check=False,
+                     capture=True)
+        if result.returncode != 0:
+            raise InvalidInput(
+                f"volume group {self.vg!r} not found",
+                hint="check VG_NAME, or use STORAGE=file for image files",
+            )
+
+    def _volume(self) -> LogicalVolume | None:
+        result = run(lvs_command(self.vg), capture=True)
+        return next((v for v in parse_lvs(result.stdout) if v.name == self.lv), None)
+
+    def exists(self) -> bool:
+        return self._volume() is not None
+
+    def size_bytes(self) -> int:
+        volume = self._volume()
+        if volume is None:
+            raise HostCreatorError(f"{self.describe()} does not exist")
+        return volume.size
+
+    def create(self, size_gib: int) -> None:
+        run(lvcreate_command(self.vg, self.lv, size_gib))
+
+
+def for_vm(config: Config, name: str) -> Storage:
+    if config.storage_kind is StorageKind.LVM:
+        assert config.vg_name is not None
+        return LvmStorage(config.vg_name, disk_name(name))
+    return FileStorage(config.image_dir / f"{disk_name(name)}.img")
+
+
+def signatures(path: Path) -> list[str]:
+    """Partition-table and file-system signatures found on PATH (wipefs, read only)."""
+    result = run(["wipefs", "--no-act", "--json", path], capture=True)
+    if not result.stdout.strip():
+        return []
+    found = json.loads(result.stdout).get("signatures", [])
+    return sorted({f"{s.get('type')}" for s in found})
+
+
+def loop_devices_of(path: Path) -> list[str]:
+    """Loop devices that have PATH as their backing file."""
+    result = run(["losetup", "--noheadings", "--output", "NAME", "--associated", path],
+                 capture=True)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def holders(path: Path) -> list[str]:
+    """What has the block device PATH open exclusively (mounts, dm, md), from sysfs."""
+    try:
+        real = Path(os.path.realpath(path))
+        dev = real.name
+        return sorted(os.listdir(f"/sys/class/block/{dev}/holders"))
+    except OSError:
+        return []
+
+
+def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int) -> int:
+    """Create the disk, or check that an existing one may be used; return its size.
+
+    An existing disk is reused when it holds no partition table or file system,
+    or when FORCE is given. A disk attached to a loop device or held by another
+    device is refused even with FORCE.
+    """
+    if not storage.exists():
+        storage.create(size_gib)
+        return storage.size_bytes()
+    size = storage.size_bytes()
+    loops = loop_devices_of(storage.path)
+    if loops:
+        raise DiskInUse(
+            f"{storage.describe()} is in use by {', '.join(loops)}",
+            hint="is the VM mounted (umount-vm) or a build still running?",
+        )
+    held = holders(storage.path)
+    if held:
+        raise DiskInUse(f"{storage.describe()} is in use by {', '.join(held)}")
+    found = signatures(storage.path)
+    if found and not force:
+        raise DiskInUse(
+            f"{storage.describe()} already holds data ({', '.join(found)})",
+            hint="remove it, or pass --force to overwrite it",
+        )
+    if found:
+        logger.warning("overwriting %s (%s) as --force was given", storage.describe(),
+                       ", ".join(found))
+    if size < minimum_bytes:
+        raise InvalidInput(
+            f"{storage.describe()} has {size / GIB:.1f} GiB, "
+            f"at least {minimum_bytes / GIB:.1f} GiB are needed"
+        )
+    logger.info("    reusing %s (%.1f GiB)", storage.describe(), size / GIB)
+    return size

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Test-only postconfig hook: installs a unit that, once the network is up,
+# prints what the tests check to the serial console, between HCREPORT lines.
+set -eu
+name=$1 root=$2 distr=$3
+[ "$HOSTCREATOR_NAME" = "$name" ] && [ "$HOSTCREATOR_ROOT" = "$root" ] \
+    && [ "$HOSTCREATOR_DISTR" = "$distr" ]
+cat > "$root/usr/local/sbin/hctest-report" <<'SCRIPT'
+#!/bin/sh
+# Wait (bounded) for an IPv4 address from DHCP before reporting.
+i=0
+while [ $i -lt 120 ] && ! ip -4 -o addr show scope global | grep -q inet; do
+    sleep 1; i=$((i + 1))
+done
+{
+    echo "HCREPORT BEGIN"
+    echo "HCREPORT hostname=$(hostname)"
+    echo "HCREPORT root_uuid=$(findmnt -n -o UUID /)"
+    echo "HCREPORT fstab_root=$(awk '$2 == "/" {print $1}' /etc/fstab)"
+    echo "HCREPORT cmdline=$(cat /proc/cmdline)"
+    echo "HCREPORT swap=$(swapon --show=NAME --noheadings | head -n 1)"
+    echo "HCREPORT swap_uuid=$(lsblk -n -o UUID "$(swapon --show=NAME --noheadings | head -n 1)")"
+    echo "HCREPORT ipv4=$(ip -4 -o addr show scope global | awk '{print $2 "=" $4}' | head -n 1)"
+    if [ -e /usr/sbin/policy-rc.d ]; then echo "HCREPORT policy_rc_d=present"
+    else echo "HCREPORT policy_rc_d=absent"; fi
+    echo "HCREPORT machine_id=$(cat /etc/machine-id)"
+    echo "HCREPORT keygen=$(systemctl show -P ConditionResult hostcreator-ssh-keygen.service)"
+    echo "HCREPORT ssh_key=$(ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}')"
+    echo "HCREPORT ssh=$(systemctl is-active ssh.service)"
+    echo "HCREPORT timezone=$(cat /etc/timezone)"
+    echo "HCREPORT END"
+} > /dev/ttyS0
+SCRIPT
+chmod 755 "$root/usr/local/sbin/hctest-report"
+cat > "$root/etc/systemd/system/hctest-report.service" <<'UNIT'
+[Unit]
+Description=hostcreator test report on the serial console
+After=network-online.target ssh.service
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/hctest-report
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+chroot "$root" systemctl enable hctest-report.service

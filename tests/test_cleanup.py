@@ -1,0 +1,67 @@
+"""Nothing left behind: an interrupted build and a failing hook undo everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import DEBIAN_SUITE, command, run_cli, unique_name
+
+from hostcreator import mounts, storage
+
+pytestmark = [pytest.mark.root]
+
+
+def wait_for_text(path, text, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        assert proc.poll() is None, "the build ended before it got there"
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} did not show up in {path}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_debootstrap_undoes_mounts_and_loop_device(testenv, sig):
+    name = unique_name()
+    proc = subprocess.Popen(
+        [command("create-debian"), name, DEBIAN_SUITE, "--config", str(testenv.config)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = testenv.log_dir / f"{name}.log"
+    # Far enough that the disk is attached, partitioned, mounted and debootstrap runs.
+    wait_for_text(log, "I: Retrieving Release", proc)
+    root = testenv.state_dir / "build" / name
+    assert mounts.is_mount_point(root)
+    assert storage.loop_devices_of(testenv.image(name))
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert f"interrupted by {signal.Signals(sig).name}" in err
+    assert not mounts.mounts_below(testenv.state_dir)
+    assert not storage.loop_devices_of(testenv.image(name))
+    assert not mounts.processes_below(root)
+
+
+def test_failing_hook_stops_the_build_with_its_exit_code_and_undoes_everything(testenv):
+    testenv.write(VARIANT="minbase")
+    testenv.install_hook(
+        "postunpack.sh",
+        "#!/bin/sh\necho 'hook: checking the site' \necho 'no site config for' \"$1\" >&2\n"
+        "exit 7\n",
+    )
+    name = unique_name()
+    result = run_cli("create-debian", name, DEBIAN_SUITE, "--config", str(testenv.config))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    error = next(line for line in lines if "error:" in line)
+    assert "postunpack.sh failed with exit code 7" in error
+    assert f"no site config for {name}" in error
+    assert "==> [6/9]" not in result.stderr  # nothing after the hook ran
+    assert not mounts.mounts_below(testenv.state_dir)
+    assert not storage.loop_devices_of(testenv.image(name))
+    assert os.path.exists(testenv.image(name))

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from hostcreator import partition
+from hostcreator.errors import InvalidInput
+from hostcreator.partition import GIB, MIB
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("size", [4 * GIB, 8 * GIB, 4 * GIB + 12345, 100 * GIB + 3 * MIB // 2])
+def test_layout(size):
+    plan = partition.layout(size)
+    bios, swap, root = plan.parts
+    assert (bios.start, bios.size) == (MIB, 4 * MIB)
+    assert (swap.start, swap.size) == (5 * MIB, 1020 * MIB)
+    assert root.start == 1025 * MIB
+    for part in plan.parts:
+        assert part.start % MIB == 0 and part.size % MIB == 0
+    assert bios.end == swap.start and swap.end == root.start
+    # the backup GPT needs the last 33 sectors: at least one MiB stays free
+    assert size - root.end >= MIB
+    assert size - root.end < 2 * MIB
+
+
+def test_too_small_disk_is_refused():
+    with pytest.raises(InvalidInput, match="too small"):
+        partition.layout(3 * GIB)
+    partition.layout(partition.minimum_disk_size())
+
+
+def test_wipe_zeroes_head_and_tail_and_keeps_file_sparse(tmp_path):
+    image = tmp_path / "disk.img"
+    size = 2 * GIB
+    with open(image, "wb") as f:
+        f.truncate(size)
+        for offset in (0, 512 * MIB, GIB + 4096, size - 4096):
+            f.seek(offset)
+            f.write(b"\xff" * 4096)
+    partition.wipe(image, size)
+    data = image.read_bytes()
+    assert data[:GIB].count(0) == GIB
+    assert data[GIB + 4096:GIB + 8192] == b"\xff" * 4096  # outside the wiped areas
+    assert data[-MIB:].count(0) == MIB
+    assert image.stat().st_blocks * 512 <= 8192
+
+
+def test_wipe_of_a_small_disk_zeroes_all_of_it(tmp_path):
+    image = tmp_path / "small.img"
+    image.write_bytes(b"\x01" * (3 * MIB))
+    partition.wipe(image, 3 * MIB)
+    assert image.read_bytes() == bytes(3 * MIB)
+
+
+def test_ext4_label_fits_sixteen_bytes():
+    assert partition.ext4_label("a" * 63) == "a" * 16
+    assert partition.ext4_label("web1") == "web1"
