@@ -153,6 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
             "distribution suite (default: the distribution's current release)"),
     Setting("MIRROR", "mirror", _optional_text, _const(None),
             "archive mirror URL (default: debootstrap's own default for the suite)"),
+    Setting("SECURITY_MIRROR", "security_mirror", _optional_text, _const(None),
+            "mirror of the security updates (default: beside MIRROR, as the archive has it)"),
     Setting("KEYRING", "keyring", _optional_path, _const(None),
             "archive keyring file used to verify the archive signatures"),
     Setting("PACKAGES", "packages", _words, _const(()),
@@ -202,6 +204,7 @@ class Config:
     image_dir: Path
     distr: str | None
     mirror: str | None
+    security_mirror: str | None
     keyring: Path | None
     packages: tuple[str, ...]
     variant: str | None

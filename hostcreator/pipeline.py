@@ -24,6 +24,7 @@ from hostcreator import (
     loopdev,
     partition,
     skeleton,
+    sources,
     storage,
 )
 from hostcreator.config import Config, StorageKind
@@ -115,6 +116,7 @@ def bootstrap_root(build: Build, stack: ExitStack) -> None:
 
 
 def install_skeleton(build: Build) -> None:
+    sources.write(build.root, build.distribution, build.suite, build.config.security_mirror)
     edited = skeleton.install(build.skel, build.root, build.suite)
     logger.debug("%%DISTR%% replaced in %s", ", ".join(map(str, edited)) or "no file")
     skeleton.copy_resolv_conf(build.root)

@@ -58,3 +58,28 @@ def test_missing_keyring_is_refused_with_the_package_to_install(tmp_path):
         bootstrap.plan(cfg(keyring=tmp_path / "none.gpg"), DEBIAN, "bookworm")
     assert "signatures cannot be verified" in exc.value.message
     assert "debian-archive-keyring" in exc.value.hint and "KEYRING" in exc.value.hint
+
+
+def test_sources_add_update_and_security_pockets(tmp_path):
+    from hostcreator import sources
+
+    (tmp_path / "etc/apt").mkdir(parents=True)
+    (tmp_path / "etc/apt/sources.list").write_text("deb http://archive.test/debian trixie main\n")
+    assert sources.write(tmp_path, DEBIAN, "trixie")
+    lines = (tmp_path / "etc/apt/sources.list").read_text().splitlines()[1:]
+    assert lines == [
+        "deb http://archive.test/debian trixie main",
+        "deb http://archive.test/debian trixie-updates main",
+        "deb http://archive.test/debian-security trixie-security main",
+    ]
+    sources.write(tmp_path, DEBIAN, "trixie", security_mirror="http://sec.test/ds")
+    assert (tmp_path / "etc/apt/sources.list").read_text().splitlines()[-1] == \
+        "deb http://sec.test/ds trixie-security main"
+
+
+def test_sources_of_a_rolling_suite_have_no_pockets(tmp_path):
+    from hostcreator import sources
+
+    assert sources.render(DEBIAN, "sid", "http://archive.test/debian") == \
+        "# Written by hostcreator.\ndeb http://archive.test/debian sid main\n"
+    assert not sources.write(tmp_path, DEBIAN, "sid")  # no sources.list to start from

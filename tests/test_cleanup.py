@@ -33,8 +33,8 @@ def test_signal_during_debootstrap_undoes_mounts_and_loop_device(testenv, sig):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     log = testenv.log_dir / f"{name}.log"
-    # Far enough that the disk is attached, partitioned, mounted and debootstrap runs.
-    wait_for_text(log, "I: Retrieving Release", proc)
+    # Far enough that debootstrap runs dpkg in the target and has mounted /proc there.
+    wait_for_text(log, "I: Installing core packages", proc)
     root = testenv.state_dir / "build" / name
     assert mounts.is_mount_point(root)
     assert storage.loop_devices_of(testenv.image(name))

@@ -26,6 +26,11 @@ class Distribution:
     # Installed by debootstrap: what the later stages and a usable VM need.
     packages: tuple[str, ...]
     grub_script: str
+    # Pockets added to the VM's apt sources: (suite suffix, suffix of the mirror
+    # URL); Debian's security pocket lives beside the mirror, at <mirror>-security.
+    pockets: tuple[tuple[str, str], ...] = ()
+    # Suites without such pockets (development suites).
+    rolling: frozenset[str] = frozenset()
 
     def check_suite(self, suite: str) -> None:
         if suite not in self.suites and not (DEBOOTSTRAP_SCRIPTS / suite).is_file():

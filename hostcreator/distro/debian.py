@@ -31,4 +31,6 @@ DEBIAN = Distribution(
         "ca-certificates",
     ),
     grub_script="/root/bin/grub-debian.sh",
+    pockets=(("-updates", ""), ("-security", "-security")),
+    rolling=frozenset({"sid", "unstable", "testing", "forky"}),
 )

@@ -1,0 +1,50 @@
+"""The VM's apt sources: the suite debootstrap used, plus its update pockets.
+
+debootstrap writes only the suite itself; a VM also wants its security and
+stable updates. The mirror is the one debootstrap actually used (read back
+from the sources it wrote), so no archive host is ever named here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hostcreator.distro import Distribution
+
+SOURCES_LIST = Path("etc/apt/sources.list")
+
+
+def mirror_used(root: Path) -> str | None:
+    """The archive URL of the first `deb` line debootstrap wrote."""
+    try:
+        lines = (root / SOURCES_LIST).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        words = line.split()
+        if len(words) >= 3 and words[0] == "deb":
+            return next((w for w in words[1:] if not w.startswith("[")), None)
+    return None
+
+
+def render(distribution: Distribution, suite: str, mirror: str,
+           security_mirror: str | None = None) -> str:
+    components = " ".join(distribution.components)
+    lines = ["# Written by hostcreator.", f"deb {mirror} {suite} {components}"]
+    if suite not in distribution.rolling:
+        for pocket, url_suffix in distribution.pockets:
+            url = mirror.rstrip("/") + url_suffix
+            if url_suffix and security_mirror:
+                url = security_mirror
+            lines.append(f"deb {url} {suite}{pocket} {components}")
+    return "\n".join(lines) + "\n"
+
+
+def write(root: Path, distribution: Distribution, suite: str,
+          security_mirror: str | None = None) -> bool:
+    """Rewrite the VM's sources.list; False when debootstrap left none to start from."""
+    mirror = mirror_used(root)
+    if mirror is None:
+        return False
+    (root / SOURCES_LIST).write_text(render(distribution, suite, mirror, security_mirror))
+    return True
