@@ -7,6 +7,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,21 @@ def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.Completed
 
 def _is_root() -> bool:
     return os.geteuid() == 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's numbered temp dirs are pruned by any other pytest run on the host,
+    # even while a session-long build or boot still uses them: use our own.
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="hostcreator-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Keep logs and consoles for a look after a failure, not the disk images.
+    base = Path(config.option.basetemp)
+    if base.name.startswith("hostcreator-tests-"):
+        for image in base.rglob("*.img"):
+            image.unlink(missing_ok=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
