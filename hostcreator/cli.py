@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from hostcreator import __version__, config, distro, pipeline, qemu, storage
+from hostcreator import __version__, config, distro, pipeline, qemu, storage, vmmount
 from hostcreator.errors import HostCreatorError, Interrupted, InvalidInput
 from hostcreator.log import logger, setup_console
 
@@ -47,6 +47,7 @@ VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="show every command and its output")
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
+VmNameArgument = Annotated[str, typer.Argument(metavar="NAME", help="name of the VM")]
 
 
 def _version(value: bool) -> None:
@@ -185,11 +186,101 @@ def show_config(
     guarded("config", False, action)
 
 
+def _print_listing(cfg: config.Config) -> None:
+    found = vmmount.list_mounted(cfg)
+    if not found:
+        logger.info("no VM is mounted (MOUNT_DIR=%s)", cfg.mount_dir)
+        return
+    rows = [("NAME", "MODE", "LOOP", "SINCE", "MOUNTPOINT")]
+    rows += [(i.name, i.mode, i.loop, i.since, str(i.mountpoint)) for i in found]
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    for row in rows:
+        typer.echo("  ".join(f"{v:<{w}}" for v, w in zip(row, widths, strict=False))
+                   + "  " + row[4])
+
+
+def mount_vm(
+    name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="name of the VM")] = None,
+    read_only: Annotated[bool, typer.Option(
+        "--read-only", "-r", help="mount read-only without journal replay (allowed while "
+        "the VM runs)")] = False,
+    list_mounted: Annotated[bool, typer.Option(
+        "--list", "-l", help="list the VMs that are mounted")] = False,
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+    version: VersionOption = False,
+) -> None:
+    """Mount NAME's disk at MOUNT_DIR/NAME for chroot work; umount-vm NAME undoes it.
+
+    /dev, /dev/pts, /proc and /sys are bound into it. The mount point is printed.
+    """
+    setup_console(verbose)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        if list_mounted:
+            _print_listing(cfg)
+            return
+        if name is None:
+            raise InvalidInput("the NAME of a VM is needed (or --list)")
+        m = vmmount.mount_vm(cfg, name, read_only)
+        how = f"{'read-only' if m.read_only else 'read-write'}, {m.loop}"
+        if m.already:
+            logger.info("%s is already mounted at %s (%s)", name, m.mountpoint, how)
+        else:
+            logger.info("%s is mounted at %s (%s)\n  work in it:  chroot %s\n"
+                        "  when done:   umount-vm %s", name, m.mountpoint, how, m.mountpoint,
+                        name)
+        typer.echo(str(m.mountpoint))
+
+    guarded("mount-vm", debug, action)
+
+
+def umount_vm(
+    name: VmNameArgument,
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+    version: VersionOption = False,
+) -> None:
+    """Undo mount-vm NAME; also clears what an interrupted mount-vm or create left."""
+    setup_console(verbose)
+
+    def action() -> None:
+        done = vmmount.umount_vm(load_config(config_path, sets), name)
+        if done.nothing:
+            logger.info("%s was not mounted; nothing to do", name)
+            return
+        if done.unmounted:
+            logger.info("%s: unmounted %s", name, ", ".join(map(str, done.unmounted)))
+        if done.detached:
+            logger.info("%s: detached %s", name, ", ".join(done.detached))
+        for stale in done.stale:
+            logger.info("%s: forgot the stale %s", name, stale)
+
+    guarded("umount-vm", debug, action)
+
+
+def status(
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """List the VMs mounted by mount-vm (and half-mounted ones: umount-vm clears them)."""
+    setup_console(False)
+    guarded("status", False, lambda: _print_listing(load_config(config_path, sets)))
+
+
 app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
                   help="Turn a name into an installed, bootable Debian or Ubuntu KVM VM.")
 app.command("create-debian")(create_command("debian"))
 app.command("boot-test")(boot_test)
 app.command("config")(show_config)
+app.command("mount-vm")(mount_vm)
+app.command("umount-vm")(umount_vm)
+app.command("status")(status)
 
 
 def _single(command: Callable[..., None]) -> typer.Typer:
@@ -209,3 +300,11 @@ def create_debian_main() -> None:
 def create_ubuntu_main() -> None:
     typer.echo("create-ubuntu: not available yet", err=True)
     sys.exit(1)
+
+
+def mount_vm_main() -> None:
+    _single(mount_vm)(prog_name="mount-vm")
+
+
+def umount_vm_main() -> None:
+    _single(umount_vm)(prog_name="umount-vm")

@@ -180,6 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
             "cache of downloaded packages"),
     Setting("STATE_DIR", "state_dir", _path, _const(Path("/run/hostcreator")),
             "where builds mount disks and keep their locks"),
+    Setting("MOUNT_DIR", "mount_dir", _path, _const(Path("/mnt/hostcreator")),
+            "mount-vm mounts the root file system of VM NAME at MOUNT_DIR/NAME"),
     Setting("NETWORK", "network", _text, _const("br0"),
             "bridge (or libvirt network) the VM's NIC is attached to"),
     Setting("NETWORK_TYPE", "network_type", _choice(NetworkType), _const(NetworkType.BRIDGE),
@@ -218,6 +220,7 @@ class Config:
     log_dir: Path
     cache_dir: Path
     state_dir: Path
+    mount_dir: Path
     network: str
     network_type: NetworkType
     live_iso: Path | None

@@ -13,11 +13,15 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from hostcreator.errors import HostCreatorError
+from hostcreator.errors import DiskInUse, HostCreatorError
 from hostcreator.log import logger
 from hostcreator.run import run
 
 STOP_WAIT_SECONDS = 5.0
+
+
+class MountBusy(DiskInUse):
+    """A mount a person may be using is still in use: nothing is stopped behind their back."""
 
 
 def _unescape(field: str) -> str:
@@ -102,13 +106,66 @@ def stop_processes_below(path: Path) -> None:
             time.sleep(0.1)
 
 
-def unmount_tree(path: Path) -> None:
-    """Unmount PATH and everything mounted below it. Logs, never raises."""
-    stop_processes_below(path)
+def _below(link: str, top: str) -> bool:
+    return link == top or link.startswith(top + "/") or link == f"{top} (deleted)"
+
+
+def processes_using(path: Path) -> list[int]:
+    """PIDs whose root, working directory, program or an open file is PATH or below it."""
+    top = os.path.realpath(path)
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        links = [entry / "root", entry / "cwd", entry / "exe"]
+        with contextlib.suppress(OSError):
+            links += list((entry / "fd").iterdir())
+        for link in links:
+            with contextlib.suppress(OSError):
+                if _below(os.readlink(link), top):
+                    pids.append(int(entry.name))
+                    break
+    return sorted(pids)
+
+
+def describe_processes(pids: Sequence[int]) -> str:
+    """'1234 (bash), 1240 (vim)' for a message."""
+    names = []
+    for pid in pids:
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            comm = "gone"
+        names.append(f"{pid} ({comm})")
+    return ", ".join(names)
+
+
+def unmount_tree(path: Path, *, stop_processes: bool = True) -> None:
+    """Unmount PATH and everything mounted below it.
+
+    For a build (the default) this is teardown: whatever still runs below PATH is
+    stopped first, a mount that will not go is detached lazily, and nothing is raised.
+    With stop_processes=False (a person may work in there, as after mount-vm) nothing
+    is stopped and nothing is detached lazily: MountBusy names the processes that still
+    use the tree before anything is unmounted, or the mount that would not go.
+    """
+    if not stop_processes:
+        users = processes_using(path)
+        if users:
+            raise MountBusy(
+                f"{path} is still in use by process(es) {describe_processes(users)}",
+                hint="leave the chroot and every shell in it (or stop those processes), "
+                     "then try again",
+            )
+    else:
+        stop_processes_below(path)
     for point in mounts_below(path):
         try:
             run(["umount", point])
         except HostCreatorError as exc:
+            if not stop_processes:
+                raise MountBusy(f"{point} could not be unmounted: {exc}",
+                                hint="close what still uses it, then try again") from None
             logger.warning("warning: unmounting %s failed (%s), detaching it lazily", point, exc)
             with contextlib.suppress(HostCreatorError):
                 run(["umount", "--lazy", point])

@@ -26,6 +26,7 @@ from hostcreator import (
     skeleton,
     sources,
     storage,
+    vmmount,
 )
 from hostcreator.config import Config, StorageKind
 from hostcreator.distro import Distribution
@@ -89,6 +90,7 @@ def prepare(build: Build) -> None:
         require_commands(("lvs", "vgs", "lvcreate"))
     build.disk = storage.for_vm(config, build.name)
     build.disk.check()
+    vmmount.check_not_mounted(config, build.name)
     if is_mount_point(build.root):
         raise InvalidInput(f"{build.root} is mounted: is another build of {build.name} running?")
 

@@ -58,6 +58,10 @@ class TestEnv:
     def state_dir(self) -> Path:
         return self.base / "state"
 
+    @property
+    def mount_dir(self) -> Path:
+        return self.base / "mnt"
+
     def write(self, **extra: str) -> Path:
         values = {
             "SIZE": "4",
@@ -65,6 +69,7 @@ class TestEnv:
             "LOG_DIR": str(self.log_dir),
             "HOOK_DIR": str(self.hook_dir),
             "STATE_DIR": str(self.state_dir),
+            "MOUNT_DIR": str(self.mount_dir),
             "CACHE_DIR": str(CACHE_DIR),
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
@@ -89,8 +94,9 @@ class TestEnv:
         if self.image_dir.is_dir():
             for image in self.image_dir.glob("*.img"):
                 found += [f"loop {d} -> {image}" for d in storage.loop_devices_of(image)]
-        if self.state_dir.exists():
-            found += [f"mount {m}" for m in mounts.mounts_below(self.state_dir)]
+        for top in (self.state_dir, self.mount_dir):
+            if top.exists():
+                found += [f"mount {m}" for m in mounts.mounts_below(top)]
         return found
 
     def cleanup(self) -> None:

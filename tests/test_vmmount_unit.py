@@ -1,0 +1,134 @@
+"""mount-vm's state file, listing and refusals that need no root and no disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from hostcreator import config, inuse, mountstate, vmmount
+from hostcreator.errors import DiskInUse
+from hostcreator.mountstate import MountState
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    path = tmp_path / "conf"
+    path.write_text(f"IMAGE_DIR={tmp_path}/images\nLOG_DIR={tmp_path}/log\n"
+                    f"STATE_DIR={tmp_path}/state\nMOUNT_DIR={tmp_path}/mnt\n")
+    return config.load(path, environ={})
+
+
+def a_state(cfg, name="web1", **changes):
+    state = MountState(name, cfg.image_dir / f"{name}-disk01.img", cfg.mount_dir / name,
+                       read_only=False, loop=Path("/dev/loop99"),
+                       mounts=[cfg.mount_dir / name, cfg.mount_dir / name / "dev"],
+                       complete=True, pid=42, since="2024-01-01 00:00:00")
+    for key, value in changes.items():
+        setattr(state, key, value)
+    return state
+
+
+def test_mount_dir_setting_and_mountpoint(cfg, tmp_path):
+    assert config.BY_KEY["MOUNT_DIR"].default() == Path("/mnt/hostcreator")
+    assert vmmount.mountpoint(cfg, "web1") == tmp_path / "mnt" / "web1"
+
+
+def test_state_round_trip_is_plain_json(cfg):
+    state = a_state(cfg)
+    mountstate.save(cfg.state_dir, state)
+    path = mountstate.path_of(cfg.state_dir, "web1")
+    assert path == cfg.state_dir / "mounts" / "web1.json"
+    data = json.loads(path.read_text())
+    assert data["loop"] == "/dev/loop99" and data["version"] == mountstate.VERSION
+    assert data["mounts"] == [str(m) for m in state.mounts]
+    assert mountstate.load(cfg.state_dir, "web1") == state
+    assert mountstate.names(cfg.state_dir) == ["web1"]
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_removing_twice_is_harmless(cfg):
+    mountstate.save(cfg.state_dir, a_state(cfg))
+    mountstate.remove(cfg.state_dir, "web1")
+    mountstate.remove(cfg.state_dir, "web1")
+    assert mountstate.load(cfg.state_dir, "web1") is None
+    assert mountstate.names(cfg.state_dir) == []
+
+
+def test_unreadable_state_is_warned_about_but_still_counts_as_mounted(cfg, caplog):
+    path = mountstate.path_of(cfg.state_dir, "web1")
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert mountstate.load(cfg.state_dir, "web1") is None
+    assert "unreadable state file" in caplog.text
+    assert vmmount.is_mounted(cfg, "web1") == cfg.mount_dir / "web1"
+
+
+def test_is_mounted_and_the_refusal_for_create(cfg):
+    assert vmmount.is_mounted(cfg, "web1") is None
+    vmmount.check_not_mounted(cfg, "web1")
+    mountstate.save(cfg.state_dir, a_state(cfg, mountpoint=Path("/elsewhere/web1")))
+    assert vmmount.is_mounted(cfg, "web1") == Path("/elsewhere/web1")
+    with pytest.raises(DiskInUse) as exc:
+        vmmount.check_not_mounted(cfg, "web1")
+    assert "web1 is mounted at /elsewhere/web1" in exc.value.message
+    assert exc.value.hint == "umount-vm web1 first"
+    assert vmmount.is_mounted(cfg, "web2") is None
+
+
+def test_listing_marks_a_state_whose_mounts_are_gone_as_half_mounted(cfg):
+    mountstate.save(cfg.state_dir, a_state(cfg))
+    mountstate.save(cfg.state_dir, a_state(cfg, "web2", read_only=True, complete=False))
+    found = vmmount.list_mounted(cfg)
+    assert [(i.name, i.mode, i.loop) for i in found] == [
+        ("web1", "half-mounted (read-write)", "/dev/loop99"),
+        ("web2", "half-mounted (read-only)", "/dev/loop99"),
+    ]
+
+
+def test_disk_sources_of_a_domain_xml():
+    xml = """<domain><devices>
+      <disk type='file'><source file='/img/a.img'/></disk>
+      <disk type='block'><source dev='/dev/vg0/b-disk01'/></disk>
+      <disk type='file' device='cdrom'><target dev='sdc'/></disk>
+      <interface type='user'/>
+    </devices></domain>"""
+    assert inuse.disk_sources(None, xml) == ["/img/a.img", "/dev/vg0/b-disk01"]
+
+
+def test_create_debian_refuses_a_mounted_vm_before_touching_anything(cfg, tmp_path):
+    mountstate.save(cfg.state_dir, a_state(cfg))
+    result = run_cli("create-debian", "web1", "--config", str(cfg.source))
+    assert result.returncode == 3, result.stderr
+    assert (f"create-debian: error: web1 is mounted at {cfg.mount_dir / 'web1'} (mount-vm)"
+            in result.stderr)
+    assert "create-debian: hint: umount-vm web1 first" in result.stderr
+    assert not cfg.image_dir.exists() and not (tmp_path / "log").exists()
+
+
+def test_cli_needs_a_name_or_list(cfg):
+    result = run_cli("mount-vm", "--config", str(cfg.source))
+    assert result.returncode == 2
+    assert "mount-vm: error: the NAME of a VM is needed (or --list)" in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["mount-vm", "--list"], ["hostcreator", "status"]])
+def test_listing_commands(cfg, argv):
+    result = run_cli(*argv, "--config", str(cfg.source))
+    assert result.returncode == 0 and result.stdout == ""
+    assert "no VM is mounted" in result.stderr
+    mountstate.save(cfg.state_dir, a_state(cfg))
+    result = run_cli(*argv, "--config", str(cfg.source))
+    assert result.returncode == 0
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["NAME", "MODE", "LOOP", "SINCE", "MOUNTPOINT"]
+    assert row.startswith("web1 ") and row.endswith(str(cfg.mount_dir / "web1"))
+
+
+def test_bad_names_are_refused(cfg):
+    result = run_cli("umount-vm", "Bad_Name", "--config", str(cfg.source))
+    assert result.returncode == 2 and "not a valid host name" in result.stderr
