@@ -15,8 +15,9 @@ import libvirt
 
 from hostcreator import virt
 from hostcreator.errors import HostCreatorError
-from hostcreator.qemu import LOGIN_PROMPT
 
+# getty's prompt at the start of a line; the kernel (or a unit) may write after it.
+LOGIN_PROMPT = re.compile(rb"^\r?[A-Za-z0-9][A-Za-z0-9.-]* login: ", re.MULTILINE)
 POLL_SECONDS = 1.0
 LAST_LINES = 5
 # Terminal control sequences GRUB and the kernel send to the serial console.

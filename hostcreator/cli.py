@@ -72,7 +72,8 @@ def _cleaning_up(_signum: int, _frame: FrameType | None) -> None:
     logger.warning("cleaning up, please wait")
 
 
-def guarded(program: str, debug: bool, action: Callable[[], Any]) -> None:
+def guarded(program: str, debug: bool, action: Callable[[], Any],
+            undone: str = "everything it set up was undone") -> None:
     """Run ACTION; errors become one line each and an exit code."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -86,8 +87,7 @@ def guarded(program: str, debug: bool, action: Callable[[], Any]) -> None:
             typer.echo(f"{program}: hint: {exc.hint}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except Interrupted as exc:
-        typer.echo(f"{program}: interrupted by {exc}; everything it set up was undone",
-                   err=True)
+        typer.echo(f"{program}: interrupted by {exc}; {undone}", err=True)
         raise typer.Exit(128 + exc.signum) from None
 
 
@@ -255,7 +255,8 @@ def create_kvm(
         else:
             kvm.create(cfg, name, wait_seconds=wait)
 
-    guarded("create-kvm", debug, action)
+    guarded("create-kvm", debug, action,
+            undone=f"the domain {name} stays as far as it got (virsh list --all)")
 
 
 app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,

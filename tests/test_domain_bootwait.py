@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from hostcreator import bootwait
-from hostcreator.qemu import LOGIN_PROMPT
 
 pytestmark = pytest.mark.unit
 
@@ -18,10 +17,10 @@ def test_only_output_after_the_start_counts(tmp_path):
     with open(log, "ab") as f:
         f.write(b"\x1b[2J\x1b[1;1HGNU GRUB\r\n[    1.0] Linux\r\n")
     new = bootwait.read_since(log, since)
-    assert not LOGIN_PROMPT.search(new)
+    assert not bootwait.LOGIN_PROMPT.search(new)
     with open(log, "ab") as f:
         f.write(b"\r\nDebian GNU/Linux 13 vm1 ttyS0\r\n\r\nvm1 login: ")
-    assert LOGIN_PROMPT.search(bootwait.read_since(log, since))
+    assert bootwait.LOGIN_PROMPT.search(bootwait.read_since(log, since))
 
 
 def test_a_rotated_log_is_read_from_its_start(tmp_path):
@@ -29,7 +28,7 @@ def test_a_rotated_log_is_read_from_its_start(tmp_path):
     log.write_bytes(b"x" * 100)
     since = bootwait.log_size(log)
     log.write_bytes(b"vm1 login: ")
-    assert LOGIN_PROMPT.search(bootwait.read_since(log, since))
+    assert bootwait.LOGIN_PROMPT.search(bootwait.read_since(log, since))
 
 
 def test_missing_log(tmp_path):
@@ -46,3 +45,9 @@ def test_last_lines_are_plain_text():
     assert lines[0] == "Loading Linux 6.12 ..."
     assert lines[2] == "last line"
     assert all("\x1b" not in line for line in lines)
+
+
+def test_output_after_the_login_prompt_does_not_hide_it():
+    console = b"\r\nDebian GNU/Linux 13 vm1 ttyS0\r\n\r\nvm1 login: [   61.2] random: crng init\r\n"
+    assert bootwait.LOGIN_PROMPT.search(console)
+    assert not bootwait.LOGIN_PROMPT.search(b"\r\n[   3.1] systemd-logind: New login: x\r\n")

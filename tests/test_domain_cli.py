@@ -3,6 +3,7 @@ found before libvirt is asked anything (an unreachable URI proves it was not ask
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -171,3 +172,18 @@ def test_wait_seconds_must_be_positive(setup):
     result = kvm(name, "--config", str(conf), "--wait", "0")
     assert result.returncode == 2 and "--wait" in result.stderr
 
+
+
+@pytest.mark.root
+def test_an_existing_bridge_is_used(setup):
+    name, conf, _disk = setup
+    bridge = f"hcbr{secrets.token_hex(3)}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        result = kvm(name, "--config", str(conf), "--dry-run", "--network-type", "bridge",
+                     "--network", bridge)
+        assert result.returncode == 0, result.stderr
+        nic = ET.fromstring(result.stdout).find("devices/interface")
+        assert nic.get("type") == "bridge" and nic.find("source").get("bridge") == bridge
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=True)
