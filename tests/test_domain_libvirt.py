@@ -205,3 +205,17 @@ def test_start_needs_an_existing_domain(vm_env, domains, conn):
     assert result.returncode == 2
     assert f"there is no domain {name}" in result.stderr
     assert virt.lookup(conn, name) is None
+
+
+def test_wait_timeout_names_the_last_console_lines(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    blank_disk(vm_env, name)  # SeaBIOS finds nothing to boot: the guest never comes up
+    result = create_kvm(name, vm_env, "--wait", "5")
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1, result.stderr
+    assert f"{name} was not up after 5 s (no login prompt, no guest agent); " \
+           "last console lines: " in error[0]
+    assert f"hint: it is still running: `virsh console {name}`" in result.stderr
+    assert conn.lookupByName(name).isActive()  # a slow guest is left to boot on
