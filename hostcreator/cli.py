@@ -15,7 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from hostcreator import __version__, config, distro, pipeline, qemu, storage, vmmount
+from hostcreator import __version__, config, distro, kvm, pipeline, qemu, storage, vmmount
 from hostcreator.errors import HostCreatorError, Interrupted, InvalidInput
 from hostcreator.log import logger, setup_console
 
@@ -73,7 +73,8 @@ def _cleaning_up(_signum: int, _frame: FrameType | None) -> None:
     logger.warning("cleaning up, please wait")
 
 
-def guarded(program: str, debug: bool, action: Callable[[], Any]) -> None:
+def guarded(program: str, debug: bool, action: Callable[[], Any],
+            undone: str = "everything it set up was undone") -> None:
     """Run ACTION; errors become one line each and an exit code."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -87,8 +88,7 @@ def guarded(program: str, debug: bool, action: Callable[[], Any]) -> None:
             typer.echo(f"{program}: hint: {exc.hint}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except Interrupted as exc:
-        typer.echo(f"{program}: interrupted by {exc}; everything it set up was undone",
-                   err=True)
+        typer.echo(f"{program}: interrupted by {exc}; {undone}", err=True)
         raise typer.Exit(128 + exc.signum) from None
 
 
@@ -273,9 +273,84 @@ def status(
     guarded("status", False, lambda: _print_listing(load_config(config_path, sets)))
 
 
+WAIT_DEFAULT = 600
+
+
+def optional_wait(args: list[str]) -> list[str]:
+    """`--wait` alone means `--wait 600`: typer options cannot have optional values."""
+    result: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return result + args[i:]
+        result.append(arg)
+        if arg == "--wait" and not (i + 1 < len(args) and args[i + 1].isdigit()):
+            result.append(str(WAIT_DEFAULT))
+    return result
+
+
+def create_kvm(
+    name: Annotated[str, typer.Argument(help="name of the VM whose disk create-debian built")],
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+    memory: Annotated[int | None, typer.Option("--memory", help="memory in MiB (MEMORY)")]
+    = None,
+    vcpus: Annotated[int | None, typer.Option("--vcpus", help="virtual CPUs (VCPUS)")] = None,
+    virt_type: Annotated[
+        str | None, typer.Option("--virt-type", help="auto, kvm or qemu (VIRT_TYPE)")
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option("--network", help="bridge or libvirt network (NETWORK)")
+    ] = None,
+    network_type: Annotated[
+        str | None, typer.Option("--network-type", help="bridge, network or user (NETWORK_TYPE)")
+    ] = None,
+    uri: Annotated[str | None, typer.Option("--uri", help="libvirt URI (LIBVIRT_URI)")] = None,
+    live_iso: Annotated[
+        Path | None, typer.Option("--live-iso", help="ISO the first boot starts from (LIVE_ISO)")
+    ] = None,
+    graphics: Annotated[
+        str | None, typer.Option("--graphics", help="vnc, spice or none (GRAPHICS)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the domain XML; touch nothing")
+    ] = False,
+    wait: Annotated[
+        int | None, typer.Option("--wait", metavar="[SECONDS]", min=1,
+                                 help="wait until the guest is up (guest agent or login "
+                                 f"prompt), at most SECONDS (default {WAIT_DEFAULT})")
+    ] = None,
+    start: Annotated[
+        bool, typer.Option("--start", help="start the existing, stopped domain NAME")
+    ] = False,
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+    version: VersionOption = False,
+) -> None:
+    """Define the libvirt domain for NAME's disk and start it; never overwrite a domain."""
+    setup_console(verbose)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets, MEMORY=memory, VCPUS=vcpus, VIRT_TYPE=virt_type,
+                          NETWORK=network, NETWORK_TYPE=network_type, LIBVIRT_URI=uri,
+                          LIVE_ISO=live_iso, GRAPHICS=graphics)
+        if start:
+            if dry_run or live_iso:
+                raise InvalidInput("--start does not go with --dry-run or --live-iso",
+                                   hint="--start starts the domain as it is defined")
+            kvm.start_existing(cfg, name, wait_seconds=wait)
+        elif dry_run:
+            typer.echo(kvm.dry_run(cfg, name), nl=False)
+        else:
+            kvm.create(cfg, name, wait_seconds=wait)
+
+    guarded("create-kvm", debug, action,
+            undone=f"the domain {name} stays as far as it got (virsh list --all)")
+
+
 app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
                   help="Turn a name into an installed, bootable Debian or Ubuntu KVM VM.")
 app.command("create-debian")(create_command("debian"))
+app.command("create-kvm")(create_kvm)
 app.command("boot-test")(boot_test)
 app.command("config")(show_config)
 app.command("mount-vm")(mount_vm)
@@ -290,7 +365,7 @@ def _single(command: Callable[..., None]) -> typer.Typer:
 
 
 def main() -> None:
-    app(prog_name="hostcreator")
+    app(args=optional_wait(sys.argv[1:]), prog_name="hostcreator")
 
 
 def create_debian_main() -> None:
@@ -308,3 +383,7 @@ def mount_vm_main() -> None:
 
 def umount_vm_main() -> None:
     _single(umount_vm)(prog_name="umount-vm")
+
+
+def create_kvm_main() -> None:
+    _single(create_kvm)(args=optional_wait(sys.argv[1:]), prog_name="create-kvm")

@@ -46,6 +46,12 @@ class NetworkType(StrEnum):
     USER = "user"
 
 
+class Graphics(StrEnum):
+    VNC = "vnc"
+    SPICE = "spice"
+    NONE = "none"
+
+
 def _text(value: str) -> str:
     return value
 
@@ -194,6 +200,8 @@ SETTINGS: tuple[Setting, ...] = (
             "auto (kvm when /dev/kvm works), kvm or qemu (software emulation)"),
     Setting("LIBVIRT_URI", "libvirt_uri", _text, _const("qemu:///system"),
             "libvirt connection URI"),
+    Setting("GRAPHICS", "graphics", _choice(Graphics), _const(Graphics.VNC),
+            "display of the VM on the host's loopback address: vnc, spice or none"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -228,6 +236,7 @@ class Config:
     vcpus: int
     virt_type: VirtType
     libvirt_uri: str
+    graphics: Graphics
     source: Path | None = None
 
     @property

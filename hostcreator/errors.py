@@ -60,3 +60,9 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class DomainExists(HostCreatorError):
+    """A libvirt domain of that name exists already; nothing was changed."""
+
+    exit_code = 5

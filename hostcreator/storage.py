@@ -178,6 +178,19 @@ def holders(path: Path) -> list[str]:
         return []
 
 
+def check_not_in_use(path: Path, what: str) -> None:
+    """The disk is not attached to a loop device (mount-vm, a build) nor held by the kernel."""
+    loops = loop_devices_of(path)
+    if loops:
+        raise DiskInUse(
+            f"{what} is in use by {', '.join(loops)}",
+            hint="is the VM mounted (umount-vm) or a build still running?",
+        )
+    held = holders(path)
+    if held:
+        raise DiskInUse(f"{what} is in use by {', '.join(held)}")
+
+
 def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int) -> int:
     """Create the disk, or check that an existing one may be used; return its size.
 
@@ -189,15 +202,7 @@ def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_byte
         storage.create(size_gib)
         return storage.size_bytes()
     size = storage.size_bytes()
-    loops = loop_devices_of(storage.path)
-    if loops:
-        raise DiskInUse(
-            f"{storage.describe()} is in use by {', '.join(loops)}",
-            hint="is the VM mounted (umount-vm) or a build still running?",
-        )
-    held = holders(storage.path)
-    if held:
-        raise DiskInUse(f"{storage.describe()} is in use by {', '.join(held)}")
+    check_not_in_use(storage.path, storage.describe())
     found = signatures(storage.path)
     if found and not force:
         raise DiskInUse(

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     base = Path(config.option.basetemp)
     if base.name.startswith("hostcreator-tests-"):
         for image in base.rglob("*.img"):
-            image.unlink(missing_ok=True)
+            if image.is_file():
+                image.unlink()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -164,9 +166,9 @@ class BuiltVM:
     def image(self) -> Path:
         return self.env.image(self.name)
 
-    def copy(self, new_name: str) -> Path:
+    def copy(self, new_name: str, into: TestEnv | None = None) -> Path:
         """A copy of the built disk under another VM's name (sparse, so it is quick)."""
-        target = self.env.image(new_name)
+        target = (into or self.env).image(new_name)
         subprocess.run(["cp", "--sparse=always", self.image, target], check=True)
         return target
 
@@ -188,4 +190,71 @@ def debian_vm(tmp_path_factory: pytest.TempPathFactory):
     yield BuiltVM(name, env, result)
     leaks = env.leaks()
     env.cleanup()
+    assert not leaks, f"left behind: {leaks}"
+
+
+# --- libvirt: a running libvirtd, domains that are always removed, a reachable disk ---
+
+LIBVIRT_URI = "qemu:///system"
+
+
+def _libvirt_answers() -> bool:
+    result = subprocess.run(["virsh", "-c", LIBVIRT_URI, "version"], capture_output=True,
+                            stdin=subprocess.DEVNULL, check=False)
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> str:
+    """The URI of a running libvirtd; started (with virtlogd) like setup.sh does if needed."""
+    if not _is_root():
+        pytest.skip("needs root")
+    if not _libvirt_answers():
+        for daemon in ("virtlogd", "libvirtd"):
+            if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
+                subprocess.run([daemon, "-d"], check=True)
+        deadline = time.monotonic() + 60
+        while not _libvirt_answers():
+            assert time.monotonic() < deadline, "libvirtd did not answer within 60 s"
+            time.sleep(0.5)
+    return LIBVIRT_URI
+
+
+@pytest.fixture
+def domains(libvirtd: str):
+    """Names of the domains a test makes (append them first); destroyed and undefined after."""
+    import libvirt
+
+    from hostcreator import virt  # noqa: F401  (libvirt's errors become exceptions only)
+
+    names: list[str] = []
+    yield names
+    conn = libvirt.open(libvirtd)
+    try:
+        for name in names:
+            try:
+                dom = conn.lookupByName(name)
+            except libvirt.libvirtError:
+                continue
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefine()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def vm_env():
+    """A TestEnv that QEMU, running as libvirt's unprivileged user, can reach (not below the
+    0700 pytest directory)."""
+    base = Path(tempfile.mkdtemp(prefix="hctest-", dir="/var/tmp"))
+    base.chmod(0o711)
+    env = TestEnv(base)
+    env.write()
+    env.image_dir.mkdir(parents=True)
+    yield env
+    leaks = env.leaks()
+    env.cleanup()
+    shutil.rmtree(base, ignore_errors=True)
     assert not leaks, f"left behind: {leaks}"

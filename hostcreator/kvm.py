@@ -1,0 +1,253 @@
+"""create-kvm: the libvirt domain for a VM's disk, defined first, then started.
+
+Every check comes before anything is changed: the disk exists and nothing
+else uses it (a loop device means mount-vm or a build has it; another domain
+may have it too), the live ISO, the bridge or libvirt network, libvirt
+answering, and no domain of that name - an existing domain is never touched.
+Then the persistent definition (booting the disk) is written with defineXML,
+and only then the domain starts: from a one-off live configuration with the
+ISO booted first (createXML, same name and UUID) when LIVE_ISO is set. So the
+persistent definition is never missing or wrong, whatever happens between
+the calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+
+from hostcreator import bootwait, domain, identity, storage, virt, vmmount
+from hostcreator.config import Config, NetworkType, StorageKind, VirtType
+from hostcreator.errors import DiskInUse, DomainExists, HostCreatorError, InvalidInput
+from hostcreator.lock import vm_lock
+from hostcreator.log import Progress, log_file, logger
+
+SYS_NET = Path("/sys/class/net")
+
+
+@dataclass
+class Started:
+    name: str
+    up: bootwait.Up | None = None
+
+
+def check_live_iso(config: Config) -> None:
+    iso = config.live_iso
+    if iso is not None and not iso.is_file():
+        raise InvalidInput(f"LIVE_ISO: {iso} is not a file",
+                           hint="check LIVE_ISO or --live-iso, or unset it to boot the disk")
+
+
+def check_bridge(config: Config, sys_net: Path = SYS_NET) -> None:
+    """With NETWORK_TYPE=bridge, NETWORK must be a bridge of this host."""
+    if config.network_type is not NetworkType.BRIDGE:
+        return
+    name = config.network
+    if not name or not (sys_net / name).exists():
+        raise InvalidInput(
+            f"bridge {name!r} does not exist on this host",
+            hint="create it (ip link add NAME type bridge), set NETWORK (--network), or use "
+                 "--network-type user or network",
+        )
+    if not (sys_net / name / "bridge").is_dir():
+        raise InvalidInput(f"{name!r} is a network interface, not a bridge",
+                           hint="set NETWORK to a bridge, or choose another NETWORK_TYPE")
+
+
+def local_disk(config: Config, name: str) -> storage.Storage:
+    """NAME's disk, which must exist and be free (checked when libvirt runs on this host)."""
+    disk = storage.for_vm(config, name)
+    if virt.is_remote(config.libvirt_uri):
+        logger.debug("libvirt is remote: %s is checked by libvirt there", disk.describe())
+        return disk
+    if not disk.exists():
+        raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist",
+                           hint=f"build it first: create-debian {name}")
+    vmmount.check_not_mounted(config, name)
+    storage.check_not_in_use(disk.path, disk.describe())
+    return disk
+
+
+def check_locally(config: Config, name: str) -> storage.Storage:
+    """Everything that can be checked without libvirt."""
+    identity.validate_name(name)
+    check_live_iso(config)
+    if not virt.is_remote(config.libvirt_uri):
+        check_bridge(config)
+    return local_disk(config, name)
+
+
+def choose_virt_type(config: Config, conn: libvirt.virConnect | None) -> VirtType:
+    if config.virt_type is VirtType.AUTO and conn is not None \
+            and virt.is_remote(config.libvirt_uri):
+        return domain.resolve_virt_type(config.virt_type, kvm=virt.offers_kvm(conn))
+    return domain.resolve_virt_type(config.virt_type)
+
+
+def make_spec(config: Config, name: str, disk: storage.Storage,
+              conn: libvirt.virConnect | None) -> domain.DomainSpec:
+    return domain.spec_for(config, name, disk.path,
+                           disk_is_block=config.storage_kind is StorageKind.LVM,
+                           virt_type=choose_virt_type(config, conn))
+
+
+def render_checked(spec: domain.DomainSpec) -> tuple[str, str | None]:
+    """The persistent XML and, with a live ISO, the first boot's XML, both checked."""
+    persistent = domain.render(spec)
+    domain.check(persistent)
+    live = None
+    if spec.live_iso is not None:
+        live = domain.render(spec, live=True)
+        domain.check(live)
+    return persistent, live
+
+
+def dry_run(config: Config, name: str) -> str:
+    """The XML create-kvm would give libvirt; libvirt is not asked anything."""
+    disk = check_locally(config, name)
+    persistent, live = render_checked(make_spec(config, name, disk, None))
+    if live is None:
+        return persistent
+    return ("<!-- persistent definition (boots the disk) -->\n" + persistent
+            + "<!-- first boot only: live configuration (boots the ISO first) -->\n" + live)
+
+
+def refuse_existing(conn: libvirt.virConnect, name: str) -> None:
+    dom = virt.lookup(conn, name)
+    if dom is None:
+        return
+    if dom.isActive():
+        hint = f"to make it anew, stop and remove it first (virsh destroy {name}; " \
+               f"virsh undefine {name})"
+    else:
+        hint = f"start it: create-kvm {name} --start; or remove it first (virsh undefine {name})"
+    raise DomainExists(f"domain {name} exists already ({virt.state(dom)}); nothing was changed",
+                       hint=hint)
+
+
+def refuse_shared_disk(conn: libvirt.virConnect, config: Config, path: Path,
+                       exclude_uuid: str | None = None) -> None:
+    users = virt.domains_using(conn, path, exclude_uuid=exclude_uuid,
+                               local=not virt.is_remote(config.libvirt_uri))
+    if users:
+        raise DiskInUse(f"{path} is the disk of domain {', '.join(users)}",
+                        hint="two domains must never share a disk")
+
+
+def check_libvirt(conn: libvirt.virConnect, config: Config, name: str, path: Path) -> None:
+    refuse_existing(conn, name)
+    refuse_shared_disk(conn, config, path)
+    if config.network_type is NetworkType.NETWORK:
+        virt.check_network(conn, config.network)
+
+
+def define(conn: libvirt.virConnect, name: str, xml: str) -> libvirt.virDomain:
+    try:
+        return conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    except libvirt.libvirtError as exc:
+        raise HostCreatorError(f"libvirt did not accept the domain {name}: "
+                               f"{virt.message(exc)}") from None
+
+
+def start_failed(name: str, exc: libvirt.libvirtError) -> HostCreatorError:
+    text = virt.message(exc)
+    hint = (f"{name} stays defined: fix the cause, then `create-kvm {name} --start` "
+            f"(or `virsh undefine {name}` to begin again)")
+    if "virtlogd" in text:
+        hint = "virtlogd is not running: start it (virtlogd -d); then " + hint
+    elif "Permission denied" in text:
+        hint = ("QEMU runs as the unprivileged user of /etc/libvirt/qemu.conf: every directory "
+                "above the disk and the ISO must be searchable by it (chmod o+x); then " + hint)
+    return HostCreatorError(f"{name} is defined but did not start: {text}", hint=hint)
+
+
+def start(conn: libvirt.virConnect, dom: libvirt.virDomain, live: str | None
+          ) -> libvirt.virDomain:
+    """Start DOM as defined, or once from the LIVE configuration of the same name and UUID."""
+    try:
+        if live is None:
+            dom.create()
+            return dom
+        return conn.createXML(live, libvirt.VIR_DOMAIN_START_VALIDATE)
+    except libvirt.libvirtError as exc:
+        raise start_failed(dom.name(), exc) from None
+
+
+def report(config: Config, dom: libvirt.virDomain, console: Path | None) -> None:
+    name = dom.name()
+    logger.info("    %s is running; its console: virsh -c %s console %s", name,
+                config.libvirt_uri, name)
+    if console is not None:
+        logger.info("    serial console log: %s", console)
+    if display := virt.display_of(dom):
+        logger.info("    display: %s", display)
+
+
+def wait(dom: libvirt.virDomain, console: Path | None, since: int, timeout: float
+         ) -> bootwait.Up:
+    up = bootwait.wait_for_guest(dom, console, since=since, timeout=timeout)
+    logger.info("    %s is up after %.0f s: %s", dom.name(), up.seconds, up.how)
+    return up
+
+
+def create(config: Config, name: str, *, wait_seconds: float | None = None) -> Started:
+    """Define NAME's domain from the templates and start it; never touch an existing one."""
+    disk = check_locally(config, name)
+    progress = Progress(4 if wait_seconds is not None else 3)
+    with virt.connect(config.libvirt_uri) as conn, \
+            vm_lock(config.state_dir, name, "create-kvm"):
+        with progress.stage("checks"):
+            check_libvirt(conn, config, name, disk.path)
+            spec = make_spec(config, name, disk, conn)
+            persistent, live = render_checked(spec)
+        local = not virt.is_remote(config.libvirt_uri)
+        if local:
+            spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        with log_file(config.log_dir / f"{name}.log"):
+            with progress.stage("define"):
+                dom = define(conn, name, persistent)
+                logger.info("    %s defined (%s, %d MiB, %d vCPUs, %s NIC%s)", name,
+                            spec.virt_type, spec.memory, spec.vcpus, spec.nic.type,
+                            f" {spec.nic.source}" if spec.nic.source else "")
+            console = spec.console_log if local else None
+            since = bootwait.log_size(console)
+            with progress.stage("start" + (f" from {spec.live_iso}" if live else "")):
+                dom = start(conn, dom, live)
+                report(config, dom, console)
+            started = Started(name)
+            if wait_seconds is not None:
+                with progress.stage("wait for the guest"):
+                    started.up = wait(dom, console, since, wait_seconds)
+    return started
+
+
+def start_existing(config: Config, name: str, *, wait_seconds: float | None = None) -> Started:
+    """Start the existing, stopped domain NAME as it is defined (--start)."""
+    identity.validate_name(name)
+    local = not virt.is_remote(config.libvirt_uri)
+    with virt.connect(config.libvirt_uri) as conn, \
+            vm_lock(config.state_dir, name, "create-kvm --start"):
+        dom = virt.lookup(conn, name)
+        if dom is None:
+            raise InvalidInput(f"there is no domain {name}",
+                               hint=f"create-kvm {name} (without --start) defines it")
+        console = virt.console_log_of(dom) if local else None
+        since = bootwait.log_size(console)
+        if dom.isActive():
+            logger.info("%s is running already", name)
+        else:
+            for path in virt.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
+                if local and Path(path).exists():
+                    storage.check_not_in_use(Path(path), path)
+                refuse_shared_disk(conn, config, Path(path), exclude_uuid=dom.UUIDString())
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise start_failed(name, exc) from None
+            report(config, dom, console)
+        started = Started(name)
+        if wait_seconds is not None:
+            started.up = wait(dom, console, since, wait_seconds)
+    return started

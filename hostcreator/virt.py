@@ -1,0 +1,165 @@
+"""What hostcreator asks libvirt, through libvirt-python (never by parsing virsh output).
+
+libvirt errors become HostCreatorError with a hint; libvirt's own habit of
+printing every error on stderr is switched off, so the user sees one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import libvirt
+
+from hostcreator.errors import HostCreatorError, InvalidInput
+from hostcreator.log import logger
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _quiet(_context: object, _error: object) -> None:
+    pass
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def message(exc: libvirt.libvirtError) -> str:
+    text = exc.get_error_message() or str(exc)
+    return text.strip().splitlines()[0] if text.strip() else "unknown libvirt error"
+
+
+def is_remote(uri: str) -> bool:
+    """Whether URI names another host (qemu+ssh://host/system): its files are not ours."""
+    return bool(urlsplit(uri).netloc)
+
+
+@contextlib.contextmanager
+def connect(uri: str) -> Iterator[libvirt.virConnect]:
+    """A read-write connection to libvirt at URI, closed again at the end."""
+    logger.debug("connecting to libvirt at %s", uri)
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        if is_remote(uri):
+            hint = "check the URI (LIBVIRT_URI, --uri) and that the host lets you in"
+        else:
+            hint = ("is libvirtd running? start it (systemctl start libvirtd, or without "
+                    "systemd: virtlogd -d && libvirtd -d), or check LIBVIRT_URI / --uri")
+        raise HostCreatorError(f"cannot connect to libvirt at {uri}: {message(exc)}",
+                               hint=hint) from None
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
+    """The domain called NAME, running or not, or None."""
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise HostCreatorError(f"cannot look up domain {name}: {message(exc)}") from None
+
+
+def state(dom: libvirt.virDomain) -> str:
+    return "running" if dom.isActive() else "shut off"
+
+
+def disk_sources(xml: str) -> list[str]:
+    """The writable disks (files and block devices) of a domain XML."""
+    sources = []
+    for disk in ET.fromstring(xml).iterfind("devices/disk"):
+        if disk.get("device", "disk") not in ("disk", "lun") or disk.find("readonly") is not None:
+            continue
+        source = disk.find("source")
+        if source is not None and (path := source.get("file") or source.get("dev")):
+            sources.append(path)
+    return sources
+
+
+def _same_file(a: str, b: str, local: bool) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b) if local else a == b
+
+
+def domains_using(conn: libvirt.virConnect, path: Path, *, exclude_uuid: str | None = None,
+                  local: bool = True) -> list[str]:
+    """Domains (as 'name (state)') whose live or persistent XML has PATH as a writable disk."""
+    users = []
+    for dom in conn.listAllDomains(0):
+        try:
+            if dom.UUIDString() == exclude_uuid:
+                continue
+            xmls = [dom.XMLDesc(0)]
+            if dom.isActive() and dom.isPersistent():
+                xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            sources = {s for xml in xmls for s in disk_sources(xml)}
+            if any(_same_file(s, str(path), local) for s in sources):
+                users.append(f"{dom.name()} ({state(dom)})")
+        except libvirt.libvirtError:
+            continue  # it went away while we looked
+    return users
+
+
+def check_network(conn: libvirt.virConnect, name: str) -> None:
+    """The libvirt network NAME exists and is active."""
+    try:
+        network = conn.networkLookupByName(name)
+    except libvirt.libvirtError:
+        raise InvalidInput(
+            f"libvirt network {name!r} does not exist",
+            hint="see `virsh net-list --all`; set NETWORK (--network) or NETWORK_TYPE",
+        ) from None
+    if not network.isActive():
+        raise InvalidInput(f"libvirt network {name!r} is not active",
+                           hint=f"start it: virsh net-start {name}")
+
+
+def offers_kvm(conn: libvirt.virConnect) -> bool:
+    """Whether libvirt's host offers x86_64 domains of type kvm (for a remote host)."""
+    caps = ET.fromstring(conn.getCapabilities())
+    return any(d.get("type") == "kvm"
+               for d in caps.iterfind("guest/arch[@name='x86_64']/domain"))
+
+
+def console_log_of(dom: libvirt.virDomain) -> Path | None:
+    """The log file of the domain's first serial port, if it has one."""
+    log = ET.fromstring(dom.XMLDesc(0)).find("devices/serial/log")
+    file = log.get("file") if log is not None else None
+    return Path(file) if file else None
+
+
+def agent_connected(dom: libvirt.virDomain) -> bool:
+    """Whether the guest agent has opened its channel (libvirt tracks that in the live XML)."""
+    try:
+        root = ET.fromstring(dom.XMLDesc(0))
+    except libvirt.libvirtError:
+        return False
+    return any(t.get("name") == AGENT_CHANNEL and t.get("state") == "connected"
+               for t in root.iterfind("devices/channel/target"))
+
+
+def agent_hostname(dom: libvirt.virDomain) -> str | None:
+    """The guest's host name as its agent reports it, or None while the agent does not answer."""
+    if not agent_connected(dom):
+        return None
+    try:
+        info = dom.guestInfo(libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME, 0)
+    except libvirt.libvirtError:
+        return None
+    return str(info.get("hostname", ""))
+
+
+def display_of(dom: libvirt.virDomain) -> str | None:
+    """'vnc on 127.0.0.1:5900' for a running domain with a display."""
+    graphics = ET.fromstring(dom.XMLDesc(0)).find("devices/graphics")
+    if graphics is None or graphics.get("port") in (None, "-1"):
+        return None
+    return f"{graphics.get('type')} on {graphics.get('listen', '127.0.0.1')}:{graphics.get('port')}"

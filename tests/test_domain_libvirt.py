@@ -1,0 +1,221 @@
+"""create-kvm against the real libvirtd: define, start, wait, refuse, first boot from an ISO.
+
+Guests run with software emulation (type qemu: KVM hangs on the test machines) and
+QEMU user-mode networking. Every domain a test makes is destroyed and undefined after
+it (the `domains` fixture), whatever happened.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import conftest
+import libvirt
+import pytest
+from conftest import run_cli, unique_name
+
+from hostcreator import bootwait, domain, virt
+from hostcreator.config import NetworkType, VirtType
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.root]
+
+WAIT = 600
+INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
+
+
+@pytest.fixture
+def conn(libvirtd: str):
+    connection = libvirt.open(libvirtd)
+    yield connection
+    connection.close()
+
+
+def create_kvm(name: str, env: conftest.TestEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("create-kvm", name, "--config", str(env.config), "--virt-type", "qemu",
+                   "--network-type", "user", *args, timeout=WAIT + 300)
+
+
+def blank_disk(env: conftest.TestEnv, name: str) -> Path:
+    """A disk that exists but boots nothing: enough where the guest need not come up."""
+    path = env.image(name)
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)
+    return path
+
+
+def tiny_iso(directory: Path) -> Path:
+    content = directory / "iso-content"
+    content.mkdir()
+    (content / "README").write_text("hostcreator test ISO\n")
+    iso = directory / "live.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "HCTEST", "-o", str(iso),
+                    str(content)], check=True, capture_output=True)
+    return iso
+
+
+def disks(xml: str) -> dict[str, ET.Element]:
+    return {d.get("device", ""): d for d in ET.fromstring(xml).iterfind("devices/disk")}
+
+
+def without_agent_state(xml: str) -> str:
+    # The only thing the guest itself changes in the live XML: its agent (dis)connecting.
+    return re.sub(r" state='(dis)?connected'", "", xml)
+
+
+def wait_for_login_prompt(console: Path, since: int, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with open(console, "rb") as f:
+            f.seek(since)
+            if bootwait.LOGIN_PROMPT.search(f.read()):
+                return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"no login prompt in {console} after {timeout} s")
+
+
+@pytest.mark.e2e
+def test_define_start_wait_then_never_overwrite(debian_vm, vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    image = debian_vm.copy(name, into=vm_env)
+    console = vm_env.log_dir / f"{name}.serial.log"
+
+    started = time.monotonic()
+    result = create_kvm(name, vm_env, "--wait", str(WAIT))
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    up = re.search(rf"{name} is up after (\d+) s: (.*)", result.stderr)
+    assert up, result.stderr
+    login = wait_for_login_prompt(console, 0, WAIT)
+    print(f"\ncreate-kvm --wait: up after {up[1]} s ({up[2]}), the command took {took:.0f} s; "
+          f"the login prompt came {login:.0f} s after it returned")
+
+    dom = conn.lookupByName(name)
+    assert dom.isActive() and dom.isPersistent()
+    persistent = dom.XMLDesc(INACTIVE)
+    root = ET.fromstring(persistent)
+    assert root.get("type") == "qemu"
+    assert list(disks(persistent)) == ["disk"]
+    assert disks(persistent)["disk"].find("source").get("file") == str(image)
+    assert disks(persistent)["disk"].find("boot").get("order") == "1"
+    assert root.find("devices/interface").get("type") == "user"
+    assert root.find("devices/serial/log").get("file") == str(console)
+    assert (vm_env.log_dir / f"{name}.log").exists()
+
+    # A second create-kvm of the same name changes nothing and says so.
+    live = without_agent_state(dom.XMLDesc(0))
+    domain_id = dom.ID()
+    again = create_kvm(name, vm_env, "--memory", "512", "--live-iso", str(tiny_iso(vm_env.base)))
+    assert again.returncode == 5, again.stderr
+    assert f"domain {name} exists already (running); nothing was changed" in again.stderr
+    assert dom.isActive() and dom.ID() == domain_id
+    assert dom.XMLDesc(INACTIVE) == persistent
+    assert without_agent_state(dom.XMLDesc(0)) == live
+
+    # Destroyed, the domain keeps its persistent definition.
+    dom.destroy()
+    assert not dom.isActive() and dom.isPersistent()
+    assert dom.XMLDesc(INACTIVE) == persistent
+    again = create_kvm(name, vm_env)
+    assert again.returncode == 5 and "(shut off)" in again.stderr
+    assert f"create-kvm {name} --start" in again.stderr
+
+    # --start boots it again as defined; --wait looks only at this boot's console output.
+    since = console.stat().st_size
+    result = run_cli("create-kvm", name, "--config", str(vm_env.config), "--start", "--wait",
+                     timeout=WAIT + 300)
+    assert result.returncode == 0, result.stderr
+    up = re.search(rf"{name} is up after (\d+) s", result.stderr)
+    assert up and int(up[1]) >= 5, result.stderr  # not fooled by the first boot's prompt
+    assert dom.isActive() and dom.XMLDesc(INACTIVE) == persistent
+    print(f"create-kvm --start --wait: up after {up[1]} s; login prompt "
+          f"{wait_for_login_prompt(console, since, WAIT):.0f} s after that")
+
+
+def test_first_boot_from_a_live_iso_keeps_the_persistent_definition(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    image = blank_disk(vm_env, name)
+    iso = tiny_iso(vm_env.base)
+    result = create_kvm(name, vm_env, "--live-iso", str(iso))
+    assert result.returncode == 0, result.stderr
+    assert f"start from {iso}" in result.stderr
+
+    dom = conn.lookupByName(name)
+    assert dom.isActive() and dom.isPersistent()
+    live, persistent = dom.XMLDesc(0), dom.XMLDesc(INACTIVE)
+    assert disks(live)["cdrom"].find("source").get("file") == str(iso)
+    assert disks(live)["cdrom"].find("boot").get("order") == "1"
+    assert disks(live)["disk"].find("boot").get("order") == "2"
+    assert list(disks(persistent)) == ["disk"]
+    assert disks(persistent)["disk"].find("source").get("file") == str(image)
+    assert disks(persistent)["disk"].find("boot").get("order") == "1"
+    live_root, persistent_root = ET.fromstring(live), ET.fromstring(persistent)
+    assert live_root.findtext("uuid") == persistent_root.findtext("uuid")
+    assert live_root.find("devices/interface/mac").get("address") \
+        == persistent_root.find("devices/interface/mac").get("address")
+
+    dom.destroy()
+    assert dom.isPersistent() and dom.XMLDesc(INACTIVE) == persistent
+
+
+def test_missing_iso_defines_nothing(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    blank_disk(vm_env, name)
+    result = create_kvm(name, vm_env, "--live-iso", str(vm_env.base / "missing.iso"))
+    assert result.returncode == 2
+    assert "LIVE_ISO: " in result.stderr and "is not a file" in result.stderr
+    assert virt.lookup(conn, name) is None
+
+
+def test_disk_of_another_domain_is_in_use(vm_env, domains, conn):
+    name, other = unique_name(), unique_name()
+    domains += [name, other]
+    image = blank_disk(vm_env, name)
+    spec = domain.DomainSpec(other, str(uuid.uuid4()), 256, 1, VirtType.QEMU, image,
+                             False, domain.Nic(NetworkType.USER, None, domain.random_mac()),
+                             vm_env.log_dir / f"{other}.serial.log")
+    conn.defineXML(domain.render(spec))
+    result = create_kvm(name, vm_env)
+    assert result.returncode == 3, result.stderr
+    assert f"{image} is the disk of domain {other} (shut off)" in result.stderr
+    assert virt.lookup(conn, name) is None
+
+
+def test_missing_libvirt_network(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    blank_disk(vm_env, name)
+    result = create_kvm(name, vm_env, "--network-type", "network", "--network", "hctest-nonet")
+    assert result.returncode == 2
+    assert "libvirt network 'hctest-nonet' does not exist" in result.stderr
+    assert virt.lookup(conn, name) is None
+
+
+def test_start_needs_an_existing_domain(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    result = create_kvm(name, vm_env, "--start")
+    assert result.returncode == 2
+    assert f"there is no domain {name}" in result.stderr
+    assert virt.lookup(conn, name) is None
+
+
+def test_wait_timeout_names_the_last_console_lines(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    blank_disk(vm_env, name)  # SeaBIOS finds nothing to boot: the guest never comes up
+    result = create_kvm(name, vm_env, "--wait", "5")
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1, result.stderr
+    assert f"{name} was not up after 5 s (no login prompt, no guest agent); " \
+           "last console lines: " in error[0]
+    assert f"hint: it is still running: `virsh console {name}`" in result.stderr
+    assert conn.lookupByName(name).isActive()  # a slow guest is left to boot on
