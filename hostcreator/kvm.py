@@ -238,7 +238,7 @@ def start_existing(config: Config, name: str, *, wait_seconds: float | None = No
         if dom.isActive():
             logger.info("%s is running already", name)
         else:
-            for path in virt.disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
+            for path in virt.writable_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
                 if local and Path(path).exists():
                     storage.check_not_in_use(Path(path), path)
                 refuse_shared_disk(conn, config, Path(path), exclude_uuid=dom.UUIDString())

@@ -7,7 +7,6 @@ printing every error on stderr is switched off, so the user sees one line.
 from __future__ import annotations
 
 import contextlib
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from hostcreator import inuse
 from hostcreator.errors import HostCreatorError, InvalidInput
 from hostcreator.log import logger
 
@@ -73,7 +73,7 @@ def state(dom: libvirt.virDomain) -> str:
     return "running" if dom.isActive() else "shut off"
 
 
-def disk_sources(xml: str) -> list[str]:
+def writable_disks(xml: str) -> list[str]:
     """The writable disks (files and block devices) of a domain XML."""
     sources = []
     for disk in ET.fromstring(xml).iterfind("devices/disk"):
@@ -85,13 +85,9 @@ def disk_sources(xml: str) -> list[str]:
     return sources
 
 
-def _same_file(a: str, b: str, local: bool) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b) if local else a == b
-
-
 def domains_using(conn: libvirt.virConnect, path: Path, *, exclude_uuid: str | None = None,
                   local: bool = True) -> list[str]:
-    """Domains (as 'name (state)') whose live or persistent XML has PATH as a writable disk."""
+    """Domains (as 'name (state)') whose live or persistent XML has PATH as a disk."""
     users = []
     for dom in conn.listAllDomains(0):
         try:
@@ -100,8 +96,8 @@ def domains_using(conn: libvirt.virConnect, path: Path, *, exclude_uuid: str | N
             xmls = [dom.XMLDesc(0)]
             if dom.isActive() and dom.isPersistent():
                 xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-            sources = {s for xml in xmls for s in disk_sources(xml)}
-            if any(_same_file(s, str(path), local) for s in sources):
+            sources = {s for xml in xmls for s in inuse.disk_sources(conn, xml)}
+            if any(inuse.same_file(s, path) if local else s == str(path) for s in sources):
                 users.append(f"{dom.name()} ({state(dom)})")
         except libvirt.libvirtError:
             continue  # it went away while we looked

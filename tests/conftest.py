@@ -245,16 +245,18 @@ def domains(libvirtd: str):
 
 
 @pytest.fixture
-def vm_env():
-    """A TestEnv that QEMU, running as libvirt's unprivileged user, can reach (not below the
-    0700 pytest directory)."""
-    base = Path(tempfile.mkdtemp(prefix="hctest-", dir="/var/tmp"))
-    base.chmod(0o711)
-    env = TestEnv(base)
+def vm_env(tmp_path_factory: pytest.TempPathFactory):
+    """A TestEnv that QEMU, running as libvirt's unprivileged user, can reach: the
+    directories above it are searchable (o+x), not only root's (0700)."""
+    base = tmp_path_factory.getbasetemp()
+    base.chmod(base.stat().st_mode | 0o011)
+    env = TestEnv(tmp_path_factory.mktemp("vm"))
+    env.base.chmod(0o711)
     env.write()
     env.image_dir.mkdir(parents=True)
     yield env
     leaks = env.leaks()
     env.cleanup()
-    shutil.rmtree(base, ignore_errors=True)
+    for image in env.image_dir.glob("*.img"):  # big; the logs stay for a look
+        image.unlink()
     assert not leaks, f"left behind: {leaks}"
