@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from hostcreator.config import Config
 from hostcreator.distro import Distribution
 from hostcreator.errors import CommandError, HostCreatorError, InvalidInput
+from hostcreator.log import logger
 from hostcreator.run import run
 
 ARCH = "amd64"
+DEBOOTSTRAP_PROGRAM = Path("/usr/sbin/debootstrap")
+INSECURE_WARNING = (
+    "WARNING: the signatures of the {name} archive are NOT verified "
+    "(INSECURE_NO_SIGNATURE_CHECK, debootstrap --no-check-gpg): "
+    "what is installed in {vm} may have been tampered with"
+)
 
 
 @dataclass(frozen=True)
 class BootstrapPlan:
     distribution: Distribution
     suite: str
-    keyring: Path
+    # None only when the user asked to skip the signature check.
+    keyring: Path | None
     mirror: str | None
     script: Path | None
     packages: tuple[str, ...]
@@ -26,23 +36,84 @@ class BootstrapPlan:
     cache_dir: Path | None
 
 
-def default_mirror(script: Path) -> str:
-    """The `default_mirror` a debootstrap suite script declares."""
+CASE = re.compile(r'case\s+"?\$\{?(\w+)\}?"?\s+in')
+
+
+@dataclass
+class _Case:
+    """One `case` of a debootstrap script while it is being read."""
+
+    value: str
+    taken: bool = False  # a branch matched already: later ones cannot
+    in_branch: bool = False
+    branch_matches: bool = False
+
+
+def default_mirror(script: Path, suite: str, arch: str = ARCH) -> str:
+    """The mirror debootstrap uses for SUITE on ARCH with SCRIPT when it is given none.
+
+    That is the `default_mirror` the script declares, else debootstrap's own
+    DEF_MIRROR (Debian's scripts declare none).
+    """
+    mirror = declared_mirror(script, suite, arch)
     with contextlib.suppress(OSError):
-        for line in script.read_text().splitlines():
-            words = line.split()
-            if len(words) == 2 and words[0] == "default_mirror":
+        for line in DEBOOTSTRAP_PROGRAM.read_text(errors="replace").splitlines():
+            if mirror is None and line.startswith("DEF_MIRROR="):
+                mirror = line.partition("=")[2].strip().strip("\"'")
+    if not mirror:
+        raise HostCreatorError(
+            f"neither {script} nor {DEBOOTSTRAP_PROGRAM} names a default mirror for "
+            f"{suite} on {arch}",
+            hint="set MIRROR in the configuration",
+        )
+    return mirror
+
+
+def declared_mirror(script: Path, suite: str, arch: str = ARCH) -> str | None:
+    """The `default_mirror` SCRIPT declares for SUITE on ARCH, if any.
+
+    Scripts may choose it in `case $ARCH in` / `case $SUITE in` blocks (the
+    Ubuntu script sends old suites to another archive), which are followed here
+    as the shell would.
+    """
+    values = {"ARCH": arch, "SUITE": suite}
+    cases: list[_Case] = []
+    with contextlib.suppress(OSError):
+        for raw in script.read_text().splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if match := CASE.fullmatch(line):
+                cases.append(_Case(values.get(match[1], "")))
+                continue
+            if line == "esac" and cases:
+                cases.pop()
+                continue
+            top = cases[-1] if cases else None
+            if top is not None and not top.in_branch and ")" in line:
+                patterns, _, line = line.lstrip("(").partition(")")
+                top.in_branch = True
+                top.branch_matches = not top.taken and any(
+                    fnmatchcase(top.value, p.strip()) for p in patterns.split("|"))
+                top.taken = top.taken or top.branch_matches
+                line = line.strip()
+            active = all(c.in_branch and c.branch_matches for c in cases)
+            words = line.removesuffix(";;").split()
+            if active and len(words) == 2 and words[0] == "default_mirror":
                 return words[1]
-    raise HostCreatorError(
-        f"{script} declares no default_mirror", hint="set MIRROR in the configuration"
-    )
+            if top is not None and line.endswith(";;"):
+                top.in_branch = False
+    return None
 
 
 def plan(config: Config, distribution: Distribution, suite: str) -> BootstrapPlan:
     """Check the inputs of the bootstrap, before anything is touched."""
     distribution.check_suite(suite)
-    keyring = config.keyring or distribution.keyring
-    if not keyring.is_file():
+    keyring: Path | None = config.keyring or distribution.keyring
+    if config.insecure_no_signature_check:
+        logger.warning(INSECURE_WARNING.format(name=distribution.name, vm="the VM"))
+        keyring = None
+    elif keyring is None or not keyring.is_file():
         raise InvalidInput(
             f"the {distribution.name} archive keyring {keyring} is missing; "
             "signatures cannot be verified",
@@ -62,11 +133,16 @@ def plan(config: Config, distribution: Distribution, suite: str) -> BootstrapPla
     )
 
 
+def archive_mirror(p: BootstrapPlan) -> str:
+    """The mirror debootstrap downloads from: MIRROR, else the suite script's default."""
+    return p.mirror or default_mirror(p.distribution.suite_script(p.suite), p.suite)
+
+
 def debootstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
     argv = [
         "debootstrap",
         f"--arch={ARCH}",
-        f"--keyring={p.keyring}",
+        f"--keyring={p.keyring}" if p.keyring else "--no-check-gpg",
         f"--components={','.join(p.distribution.components)}",
     ]
     if p.variant:
@@ -78,7 +154,7 @@ def debootstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
     argv += [p.suite, str(target)]
     if p.script is not None:
         # debootstrap's positional arguments are SUITE TARGET [MIRROR [SCRIPT]].
-        argv += [p.mirror or default_mirror(p.script), str(p.script)]
+        argv += [archive_mirror(p), str(p.script)]
     elif p.mirror:
         argv.append(p.mirror)
     return argv
@@ -88,6 +164,8 @@ def bootstrap(p: BootstrapPlan, target: Path, apt_proxy: str | None) -> None:
     if p.cache_dir:
         p.cache_dir.mkdir(parents=True, exist_ok=True)
     env = {"http_proxy": apt_proxy} if apt_proxy else None
+    if p.keyring is None:
+        logger.warning(INSECURE_WARNING.format(name=p.distribution.name, vm=target))
     try:
         run(debootstrap_argv(p, target), env=env)
     except CommandError as exc:

@@ -40,6 +40,11 @@ ImageDirOption = Annotated[
     Path | None, typer.Option("--image-dir", help="directory of image files (IMAGE_DIR)")
 ]
 MirrorOption = Annotated[str | None, typer.Option("--mirror", help="archive mirror (MIRROR)")]
+InsecureOption = Annotated[
+    bool, typer.Option("--insecure-no-signature-check",
+                       help="DANGEROUS: do not verify the archive signatures "
+                       "(debootstrap --no-check-gpg; INSECURE_NO_SIGNATURE_CHECK)")
+]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="overwrite an existing disk that holds data")
 ]
@@ -108,8 +113,8 @@ def create_command(distribution: str) -> Callable[..., None]:
     def command(
         name: Annotated[str, typer.Argument(help="name of the VM: host name and disk name")],
         distr: Annotated[
-            str | None, typer.Argument(help="suite, e.g. trixie (default: DISTR or the "
-                                       "current release)")
+            str | None, typer.Argument(help="suite, e.g. trixie or resolute (default: DISTR "
+                                       "or the current release)")
         ] = None,
         config_path: ConfigOption = None,
         sets: SetOption = None,
@@ -119,6 +124,7 @@ def create_command(distribution: str) -> Callable[..., None]:
         image_dir: ImageDirOption = None,
         mirror: MirrorOption = None,
         force: ForceOption = False,
+        insecure: InsecureOption = False,
         verbose: VerboseOption = False,
         debug: DebugOption = False,
         version: VersionOption = False,
@@ -127,7 +133,8 @@ def create_command(distribution: str) -> Callable[..., None]:
 
         def action() -> None:
             cfg = load_config(config_path, sets, SIZE=size, STORAGE=storage_kind,
-                              VG_NAME=vg, IMAGE_DIR=image_dir, MIRROR=mirror)
+                              VG_NAME=vg, IMAGE_DIR=image_dir, MIRROR=mirror,
+                              INSECURE_NO_SIGNATURE_CHECK="yes" if insecure else None)
             dist = distro.get(distribution)
             suite = distr or cfg.distr or dist.default_suite
             build = pipeline.Build(cfg, dist, name, suite, force=force)
@@ -135,15 +142,17 @@ def create_command(distribution: str) -> Callable[..., None]:
 
         guarded(f"create-{distribution}", debug, action)
 
+    article = "an" if distribution[0] in "aeiou" else "a"
     command.__doc__ = (
-        f"Build a {distribution.capitalize()} VM disk for NAME: partitions, debootstrap, "
+        f"Build {article} {distribution.capitalize()} VM disk for NAME: partitions, debootstrap, "
         "skeleton, hooks, chroot install, GRUB."
     )
     return command
 
 
 def boot_test(
-    name: Annotated[str, typer.Argument(help="name of a VM built by create-debian")],
+    name: Annotated[str, typer.Argument(help="name of a VM built by create-debian or "
+                                        "create-ubuntu")],
     config_path: ConfigOption = None,
     sets: SetOption = None,
     timeout: Annotated[int, typer.Option(help="seconds to wait for the login prompt")] = 600,
@@ -350,6 +359,7 @@ def create_kvm(
 app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
                   help="Turn a name into an installed, bootable Debian or Ubuntu KVM VM.")
 app.command("create-debian")(create_command("debian"))
+app.command("create-ubuntu")(create_command("ubuntu"))
 app.command("create-kvm")(create_kvm)
 app.command("boot-test")(boot_test)
 app.command("config")(show_config)
@@ -373,8 +383,7 @@ def create_debian_main() -> None:
 
 
 def create_ubuntu_main() -> None:
-    typer.echo("create-ubuntu: not available yet", err=True)
-    sys.exit(1)
+    _single(create_command("ubuntu"))(prog_name="create-ubuntu")
 
 
 def mount_vm_main() -> None:

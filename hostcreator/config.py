@@ -85,6 +85,15 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+def _bool(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("yes", "true", "1", "on"):
+        return True
+    if word in ("", "no", "false", "0", "off"):
+        return False
+    raise ValueError(f"{value!r} is not yes or no")
+
+
 def _words(value: str) -> tuple[str, ...]:
     return tuple(w for w in re.split(r"[\s,]+", value) if w)
 
@@ -163,6 +172,9 @@ SETTINGS: tuple[Setting, ...] = (
             "mirror of the security updates (default: beside MIRROR, as the archive has it)"),
     Setting("KEYRING", "keyring", _optional_path, _const(None),
             "archive keyring file used to verify the archive signatures"),
+    Setting("INSECURE_NO_SIGNATURE_CHECK", "insecure_no_signature_check", _bool,
+            _const(False), "yes: do NOT verify the archive signatures (debootstrap "
+            "--no-check-gpg); anything could be installed. Never the default"),
     Setting("PACKAGES", "packages", _words, _const(()),
             "extra packages to install with debootstrap (space or comma separated)"),
     Setting("VARIANT", "variant", _optional_text, _const(None),
@@ -216,6 +228,7 @@ class Config:
     mirror: str | None
     security_mirror: str | None
     keyring: Path | None
+    insecure_no_signature_check: bool
     packages: tuple[str, ...]
     variant: str | None
     hook_dir: Path

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hostcreator import (
     access,
+    archive,
     bootloader,
     bootstrap,
     chroot,
@@ -93,6 +94,9 @@ def prepare(build: Build) -> None:
     vmmount.check_not_mounted(config, build.name)
     if is_mount_point(build.root):
         raise InvalidInput(f"{build.root} is mounted: is another build of {build.name} running?")
+    # Last, as it asks the network: the archive must offer the suite.
+    archive.check_suite(build.distribution, build.suite, bootstrap.archive_mirror(build.plan),
+                        config.apt_proxy)
 
 
 def provide_disk(build: Build, stack: ExitStack) -> None:

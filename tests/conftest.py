@@ -21,6 +21,8 @@ BIN = Path(sys.executable).parent
 # The packages and debootstrap downloads are shared between test runs.
 CACHE_DIR = Path(os.environ.get("HOSTCREATOR_TEST_CACHE", "/var/cache/hostcreator"))
 DEBIAN_SUITE = os.environ.get("HOSTCREATOR_TEST_DEBIAN", "trixie")
+# Unset: create-ubuntu builds its default suite, the current LTS.
+UBUNTU_SUITE = os.environ.get("HOSTCREATOR_TEST_UBUNTU")
 
 
 def unique_name(prefix: str = "hctest") -> str:
@@ -173,20 +175,21 @@ class BuiltVM:
         return target
 
 
-@pytest.fixture(scope="session")
-def debian_vm(tmp_path_factory: pytest.TempPathFactory):
-    """One Debian VM built by the real create-debian, with the report hook installed."""
+def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
+              suite: str | None):
+    """A VM built by the real create-<distribution>, with the report hook installed."""
     if not _is_root():
         pytest.skip("needs root")
-    env = TestEnv(tmp_path_factory.mktemp("debian-vm"))
+    env = TestEnv(tmp_path_factory.mktemp(f"{distribution}-vm"))
     env.write()
     shutil.copy(DATA / "report-postconfig.sh", env.hook_dir / "postconfig.sh")
     (env.hook_dir / "postconfig.sh").chmod(0o755)
     name = unique_name()
-    result = run_cli("create-debian", name, DEBIAN_SUITE, "--config", str(env.config))
+    program = f"create-{distribution}"
+    result = run_cli(program, name, *([suite] if suite else []), "--config", str(env.config))
     if result.returncode != 0:
         env.cleanup()
-        pytest.fail(f"create-debian failed:\n{result.stdout}\n{result.stderr}")
+        pytest.fail(f"{program} failed:\n{result.stdout}\n{result.stderr}")
     yield BuiltVM(name, env, result)
     leaks = env.leaks()
     env.cleanup()
@@ -260,3 +263,13 @@ def vm_env(tmp_path_factory: pytest.TempPathFactory):
     for image in env.image_dir.glob("*.img"):  # big; the logs stay for a look
         image.unlink()
     assert not leaks, f"left behind: {leaks}"
+@pytest.fixture(scope="session")
+def debian_vm(tmp_path_factory: pytest.TempPathFactory):
+    """One Debian VM built by the real create-debian, with the report hook installed."""
+    yield from _built_vm(tmp_path_factory, "debian", DEBIAN_SUITE)
+
+
+@pytest.fixture(scope="session")
+def ubuntu_vm(tmp_path_factory: pytest.TempPathFactory):
+    """One Ubuntu VM built by the real create-ubuntu (its default suite, the current LTS)."""
+    yield from _built_vm(tmp_path_factory, "ubuntu", UBUNTU_SUITE)

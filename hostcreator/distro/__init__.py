@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from hostcreator.errors import InvalidInput
 
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+# What a suite name can look like; it becomes part of a path and of a URL.
+SUITE_NAME = re.compile(r"[a-z][a-z0-9.+-]*")
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,8 @@ class Distribution:
     """The facts the pipeline needs about one distribution; no logic of its own."""
 
     name: str
+    # The Origin field of the archive's Release files: tells its suites from others'.
+    origin: str
     default_suite: str
     # Suites hostcreator can build even when the host's debootstrap has no script
     # for them, mapped to the debootstrap script that bootstraps them.
@@ -33,7 +38,10 @@ class Distribution:
     rolling: frozenset[str] = frozenset()
 
     def check_suite(self, suite: str) -> None:
-        if suite not in self.suites and not (DEBOOTSTRAP_SCRIPTS / suite).is_file():
+        """SUITE is one we know or the host's debootstrap knows; the archive is asked later."""
+        if not SUITE_NAME.fullmatch(suite) or (
+            suite not in self.suites and not (DEBOOTSTRAP_SCRIPTS / suite).is_file()
+        ):
             known = ", ".join(self.suites)
             raise InvalidInput(
                 f"unknown {self.name} suite {suite!r}",
@@ -46,11 +54,15 @@ class Distribution:
             return None
         return DEBOOTSTRAP_SCRIPTS / self.suites[suite]
 
+    def suite_script(self, suite: str) -> Path:
+        """The script debootstrap follows for SUITE: the host's own, else ours."""
+        return self.debootstrap_script(suite) or DEBOOTSTRAP_SCRIPTS / suite
+
 
 def get(name: str) -> Distribution:
-    from hostcreator.distro import debian
+    from hostcreator.distro import debian, ubuntu
 
-    table = {"debian": debian.DEBIAN}
+    table = {"debian": debian.DEBIAN, "ubuntu": ubuntu.UBUNTU}
     try:
         return table[name]
     except KeyError:

@@ -6,6 +6,7 @@ from hostcreator.distro import Distribution
 
 DEBIAN = Distribution(
     name="debian",
+    origin="Debian",
     default_suite="trixie",
     suites={
         "bookworm": "sid",

@@ -27,7 +27,19 @@ done
     echo "HCREPORT keygen=$(systemctl show -P ConditionResult hostcreator-ssh-keygen.service)"
     echo "HCREPORT ssh_key=$(ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}')"
     echo "HCREPORT ssh=$(systemctl is-active ssh.service)"
+    # Made at this boot (by hostcreator's unit or the distribution's), and served by sshd
+    # (which Ubuntu starts on the first connection).
+    new=yes boot=$(awk '$1 == "btime" {print $2}' /proc/stat)
+    for key in /etc/ssh/ssh_host_*_key; do
+        [ "$(stat -c %Y "$key")" -ge "$boot" ] || new=no
+    done
+    echo "HCREPORT ssh_keys_new=$new"
+    echo "HCREPORT ssh_served_key=$(ssh-keyscan -T 20 -t ed25519 127.0.0.1 2>/dev/null \
+        | ssh-keygen -l -f - | awk '{print $2}')"
     echo "HCREPORT timezone=$(cat /etc/timezone)"
+    # The suites apt has verified indexes of (install.sh ran apt-get update).
+    echo "HCREPORT apt_suites=$(apt-get indextargets --format '$(RELEASE)' \
+        'Identifier: Packages' | sort -u | tr '\n' ' ')"
     echo "HCREPORT END"
 } > /dev/ttyS0
 SCRIPT
@@ -35,7 +47,7 @@ chmod 755 "$root/usr/local/sbin/hctest-report"
 cat > "$root/etc/systemd/system/hctest-report.service" <<'UNIT'
 [Unit]
 Description=hostcreator test report on the serial console
-After=network-online.target ssh.service
+After=network-online.target ssh.service hostcreator-ssh-keygen.service sshd-keygen.service
 Wants=network-online.target
 # The getty hangs up ttyS0 when it starts, which would cut the report short.
 Before=serial-getty@ttyS0.service
