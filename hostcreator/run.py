@@ -34,6 +34,10 @@ STOP_GRACE_SECONDS = 10
 # Which Debian package brings a command, for the hint when it is missing.
 PACKAGE_OF = {
     "debootstrap": "debootstrap",
+    "mmdebstrap": "mmdebstrap",
+    "tar": "tar",
+    "zstd": "zstd",
+    "dpkg-architecture": "dpkg-dev",
     "rsync": "rsync",
     "mkfs.ext4": "e2fsprogs",
     "tune2fs": "e2fsprogs",

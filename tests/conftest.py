@@ -16,7 +16,8 @@ from hostcreator import mounts, storage
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
-# The packages and debootstrap downloads are shared between test runs.
+# The downloaded packages (CACHE_DIR/debs) are shared between test runs; each
+# test configuration has its own, empty, rootfs cache (TestEnv.cache_dir).
 CACHE_DIR = Path(os.environ.get("HOSTCREATOR_TEST_CACHE", "/var/cache/hostcreator"))
 DEBIAN_SUITE = os.environ.get("HOSTCREATOR_TEST_DEBIAN", "trixie")
 
@@ -57,6 +58,17 @@ class TestEnv:
     def state_dir(self) -> Path:
         return self.base / "state"
 
+    @property
+    def cache_dir(self) -> Path:
+        """A private CACHE_DIR whose debs/ is the shared package cache."""
+        path = self.base / "cache"
+        if not (path / "debs").is_symlink():
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "debs").symlink_to(CACHE_DIR / "debs")
+            if _is_root():
+                (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+        return path
+
     def write(self, **extra: str) -> Path:
         values = {
             "SIZE": "4",
@@ -64,7 +76,7 @@ class TestEnv:
             "LOG_DIR": str(self.log_dir),
             "HOOK_DIR": str(self.hook_dir),
             "STATE_DIR": str(self.state_dir),
-            "CACHE_DIR": str(CACHE_DIR),
+            "CACHE_DIR": str(self.cache_dir),
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
         }
@@ -167,3 +179,12 @@ def debian_vm(tmp_path_factory: pytest.TempPathFactory):
     leaks = env.leaks()
     env.cleanup()
     assert not leaks, f"left behind: {leaks}"
+
+
+@pytest.fixture(scope="session")
+def debian_vm_report(debian_vm) -> dict[str, str]:
+    """debian_vm booted once under QEMU: what its report unit printed."""
+    from guest import boot_and_report
+
+    console = debian_vm.env.log_dir / f"{debian_vm.name}.report.log"
+    return boot_and_report(debian_vm.image, console)

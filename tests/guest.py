@@ -7,17 +7,18 @@ from pathlib import Path
 
 from hostcreator import qemu
 
-REPORT_END = re.compile(rb"^HCREPORT END", re.MULTILINE)
+REPORT_END = re.compile(rb"HCREPORT END")
+# The getty on the same serial port may write terminal queries into a line.
+REPORT_LINE = re.compile(r"HCREPORT (\w+)=(.*)")
 
 
 def parse_report(console: str) -> dict[str, str]:
     """The KEY=VALUE lines the report unit printed (the last report wins)."""
     report: dict[str, str] = {}
     for line in console.splitlines():
-        line = line.strip("\r")
-        if line.startswith("HCREPORT ") and "=" in line:
-            key, _, value = line[len("HCREPORT "):].partition("=")
-            report[key] = value.strip()
+        match = REPORT_LINE.search(line)
+        if match:
+            report[match.group(1)] = match.group(2).strip()
     return report
 
 
