@@ -1,10 +1,12 @@
 """Bootstrap of the distribution's suite into the mounted root: debootstrap or mmdebstrap.
 
 Both tools get the same inputs (suite, architecture, keyring, components,
-mirror, variant, packages) and give the same tree; mmdebstrap is faster (apt
-downloads in parallel and resolves dependencies in one go). Either way the
-archive signatures are checked against the keyring, and dpkg runs without
-fsync (force-unsafe-io): the pipeline flushes the whole disk once at the end.
+mirror, variant, packages) and install the same packages (but for lsb-base,
+which debootstrap's own resolver adds where apt takes sysvinit-utils'
+Provides); mmdebstrap is faster (apt downloads in parallel, one dependency
+resolution, dpkg under eatmydata). Either way the archive signatures are
+checked against the keyring, and dpkg skips its fsyncs (force-unsafe-io): the
+pipeline flushes the whole disk once at the end.
 """
 
 from __future__ import annotations
@@ -135,20 +137,25 @@ def debootstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
     return argv
 
 
-def _deb_cache_hooks(cache: Path) -> list[str]:
-    """mmdebstrap hooks sharing debootstrap's package cache (same file names).
+def deb_cache_hooks(cache: Path) -> tuple[str, str]:
+    """Shell commands for mmdebstrap sharing debootstrap's package cache (same names).
 
-    Packages are copied in before apt downloads and new ones copied out (under a
-    temporary name, then renamed, so a concurrent build never sees half a file).
+    The first (a setup hook, $1 the target) copies the cached packages in before
+    apt downloads; the second (a customize hook) copies the packages of this
+    build out, under a temporary name renamed into place so that a concurrent
+    build never sees half a file, and drops other versions of those packages so
+    the cache holds one version of each.
     """
     c = shlex.quote(str(cache))
-    archives = '"$1/var/cache/apt/archives"'
-    copy_in = (f"mkdir -p {archives} && "
-               f"find {c} -maxdepth 1 -name '*.deb' -exec cp -t {archives} {{}} +")
-    copy_out = (f'for f in {archives}/*.deb; do [ -e "$f" ] || continue; '
-                f'n={c}/"${{f##*/}}"; t={c}/".${{f##*/}}.$$"; '
-                '[ -e "$n" ] || { cp "$f" "$t" && mv "$t" "$n"; }; done')
-    return [f"--setup-hook={copy_in}", f"--customize-hook={copy_out}"]
+    copy_in = ('mkdir -p "$1/var/cache/apt/archives" && '
+               f"find {c} -maxdepth 1 -name '*.deb' -exec cp -t \"$1/var/cache/apt/archives\" "
+               "{} +")
+    copy_out = ('cd "$1/var/cache/apt/archives" && for f in *.deb; do [ -e "$f" ] || continue; '
+                f'for o in {c}/"${{f%%_*}}"_*_"${{f##*_}}"; do '
+                f'[ "$o" = {c}/"$f" ] || rm -f "$o"; done; '
+                f'[ -e {c}/"$f" ] || {{ cp "$f" {c}/".$f.$$" && mv {c}/".$f.$$" {c}/"$f"; }}; '
+                "done")
+    return copy_in, copy_out
 
 
 def mmdebstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
@@ -170,7 +177,9 @@ def mmdebstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
         argv.append(f"--include={','.join(p.packages)}")
     if p.cache_dir:
         # Keep downloaded essential packages until the hook has copied them out.
-        argv += ["--skip=essential/unlink", *_deb_cache_hooks(p.cache_dir)]
+        copy_in, copy_out = deb_cache_hooks(p.cache_dir)
+        argv += ["--skip=essential/unlink", f"--setup-hook={copy_in}",
+                 f"--customize-hook={copy_out}"]
     if EATMYDATA_HOOKS.is_dir() and not missing_commands(["dpkg-architecture"]):
         argv.append(f"--hook-dir={EATMYDATA_HOOKS}")
     argv += [p.suite, str(target), archive_mirror(p)]

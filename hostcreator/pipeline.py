@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,16 @@ from hostcreator import (
 )
 from hostcreator.config import Config, StorageKind
 from hostcreator.distro import Distribution
-from hostcreator.errors import InvalidInput
+from hostcreator.errors import HostCreatorError, InvalidInput
 from hostcreator.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
-from hostcreator.mounts import is_mount_point, mount
+from hostcreator.mounts import (
+    is_mount_point,
+    mount,
+    namespaces_holding,
+    shared_mount_point,
+    syncfs,
+)
 from hostcreator.run import require_commands
 
 HOST_COMMANDS = ("debootstrap", "rsync", "losetup", "partx", "wipefs", "mkswap",
@@ -116,6 +123,7 @@ def partition_disk(build: Build) -> None:
 
 def bootstrap_root(build: Build, stack: ExitStack) -> None:
     build.root.mkdir(parents=True, exist_ok=True)
+    shared_mount_point(stack, build.root)
     # No cache flushes to the disk while building (every fsync would reach the
     # host's disk through the loop device): the disk is flushed once at the end.
     mount(stack, build.partitions[2], build.root, fstype="ext4", options=("nobarrier",))
@@ -180,6 +188,8 @@ def finish_root(build: Build) -> None:
     identity.link_resolv_conf(build.root)
     chroot.apt_proxy_conf(build.root, None)
     chroot.dpkg_unsafe_io(build.root, False)
+    # Written out now, whatever happens to the mount later (see flush()).
+    syncfs(build.root)
 
 
 def _hook(build: Build, hook: str) -> None:
@@ -187,8 +197,31 @@ def _hook(build: Build, hook: str) -> None:
                    build.distribution.name)
 
 
+RELEASE_WAIT_SECONDS = 30.0
+
+
+def wait_for_release(build: Build) -> None:
+    """The disk's loop device must be gone: only then is the file system shut down.
+
+    It stays when the file system is still mounted in another mount namespace
+    (cloned while we built): umount here then only removed our view of it.
+    """
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while loops := storage.loop_devices_of(build.disk.path):
+        if time.monotonic() > deadline:
+            holders = [h for loop in loops for h in namespaces_holding(Path(loop))]
+            raise HostCreatorError(
+                f"{build.disk.describe()} is still attached to {', '.join(loops)}: its file "
+                f"system is still mounted in the mount namespace of {', '.join(holders)}",
+                hint="the build was written out; do not start the VM before that process "
+                "ends or unmounts it (umount in its namespace: nsenter -m -t PID umount ...)",
+            )
+        time.sleep(0.2)
+
+
 def flush(build: Build) -> None:
     """Everything on the disk before success is reported."""
+    wait_for_release(build)
     with open(build.disk.path, "rb") as f:
         os.fsync(f.fileno())
 

@@ -110,3 +110,25 @@ def test_explicit_mmdebstrap_must_be_installed(monkeypatch):
     with pytest.raises(HostCreatorError, match=r"missing host command.*mmdebstrap") as exc:
         bootstrap.plan(cfg(bootstrap_tool=BootstrapTool.MMDEBSTRAP), DEBIAN, "trixie")
     assert "apt-get install mmdebstrap" in exc.value.hint
+
+
+def test_package_cache_hooks_copy_in_and_out_keeping_one_version(tmp_path):
+    import subprocess
+
+    cache, target = tmp_path / "debs dir", tmp_path / "target"
+    cache.mkdir()
+    for name in ("bash_5.1-1_amd64.deb", "bash-completion_1_all.deb", "zlib1g_1%3a1_amd64.deb"):
+        (cache / name).write_text(name)
+    copy_in, copy_out = bootstrap.deb_cache_hooks(cache)
+    subprocess.run(["sh", "-c", copy_in, "exec", target], check=True)
+    archives = target / "var/cache/apt/archives"
+    assert sorted(p.name for p in archives.iterdir()) == sorted(p.name for p in cache.iterdir())
+    # This build used a newer bash and a new package, and not bash-completion.
+    (archives / "bash_5.1-1_amd64.deb").unlink()
+    (archives / "bash_5.2-1_amd64.deb").write_text("new bash")
+    (archives / "less_1_amd64.deb").write_text("less")
+    subprocess.run(["sh", "-c", copy_out, "exec", target], check=True)
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "bash-completion_1_all.deb", "bash_5.2-1_amd64.deb", "less_1_amd64.deb",
+        "zlib1g_1%3a1_amd64.deb"]
+    assert (cache / "bash_5.2-1_amd64.deb").read_text() == "new bash"

@@ -37,6 +37,8 @@ cat > "$root/etc/systemd/system/hctest-report.service" <<'UNIT'
 Description=hostcreator test report on the serial console
 After=network-online.target ssh.service
 Wants=network-online.target
+# The getty hangs up ttyS0 when it starts, which cuts a report in the middle.
+Before=serial-getty@ttyS0.service
 
 [Service]
 Type=oneshot
