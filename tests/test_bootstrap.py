@@ -61,7 +61,8 @@ def test_missing_keyring_is_refused_with_the_package_to_install(tmp_path):
     assert "debian-archive-keyring" in exc.value.hint and "KEYRING" in exc.value.hint
 
 
-def test_mmdebstrap_argv_has_the_same_inputs_as_debootstrap(tmp_path):
+def test_mmdebstrap_argv_has_the_same_inputs_as_debootstrap(tmp_path, monkeypatch):
+    monkeypatch.setattr(bootstrap, "require_commands", lambda commands: None)
     p = bootstrap.plan(cfg(cache_dir=tmp_path, packages=("vim",), mirror="http://mirror.example/d",
                            bootstrap_tool=BootstrapTool.MMDEBSTRAP), DEBIAN, "trixie")
     argv = bootstrap.mmdebstrap_argv(p, Path("/mnt/x"))
@@ -81,6 +82,7 @@ def test_mmdebstrap_argv_has_the_same_inputs_as_debootstrap(tmp_path):
 
 
 def test_mmdebstrap_without_mirror_uses_debootstraps_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(bootstrap, "require_commands", lambda commands: None)
     program = tmp_path / "debootstrap"
     program.write_text('DEF_MIRROR="http://default.test/debian"\n')
     monkeypatch.setattr(bootstrap, "DEBOOTSTRAP_PROGRAM", program)

@@ -31,7 +31,8 @@ def key(**changes):
     return cache.key_of(cache.inputs(plan(**changes)))
 
 
-def test_key_follows_every_input_of_the_bootstrap():
+def test_key_follows_every_input_of_the_bootstrap(monkeypatch):
+    monkeypatch.setattr(bootstrap, "require_commands", lambda commands: None)
     base = key()
     assert key() == base
     assert key(packages=("vim",)) != base
