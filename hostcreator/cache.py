@@ -33,7 +33,7 @@ from typing import Any
 from hostcreator import __version__, bootstrap, identity
 from hostcreator.bootstrap import ARCH, BootstrapPlan
 from hostcreator.config import BootstrapTool
-from hostcreator.errors import HostCreatorError
+from hostcreator.errors import CommandError, HostCreatorError
 from hostcreator.log import logger
 from hostcreator.run import run
 
@@ -342,7 +342,13 @@ def provide_root(p: BootstrapPlan, root: Path, *, cache_dir: Path, max_age_days:
             if entry is not None:
                 logger.info("    rootfs cache hit %s: %s, %.1f days old", short(key),
                             entry.describe(), entry.age_days())
-                cache.unpack(entry, root)
+                try:
+                    cache.unpack(entry, root)
+                except CommandError as exc:
+                    raise HostCreatorError(
+                        f"unpacking rootfs cache entry {entry.path} failed: {exc}",
+                        hint="build it afresh with --refresh-cache",
+                    ) from None
                 return Outcome("hit", p.tool, key)
         else:
             lock.acquire(exclusive=True)
