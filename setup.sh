@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="
-    debootstrap debian-archive-keyring gpgv gnupg rsync
+    debootstrap debian-archive-keyring gpgv gnupg rsync mmdebstrap eatmydata dpkg-dev zstd
     util-linux mount e2fsprogs parted
     qemu-system-x86 qemu-utils ovmf
     libvirt-daemon-system libvirt-clients libxml2-utils

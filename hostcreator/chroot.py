@@ -120,3 +120,16 @@ def apt_proxy_conf(root: Path, proxy: str | None) -> None:
     else:
         path.unlink(missing_ok=True)
 
+
+
+UNSAFE_IO = Path("etc/dpkg/dpkg.cfg.d/hostcreator-unsafe-io")
+
+
+def dpkg_unsafe_io(root: Path, enabled: bool) -> None:
+    """dpkg in ROOT skips its fsyncs while the VM is built (the disk is flushed at the end)."""
+    path = root / UNSAFE_IO
+    if enabled:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# Written by hostcreator while it builds this VM.\nforce-unsafe-io\n")
+    else:
+        path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -15,7 +16,17 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from hostcreator import __version__, config, distro, kvm, pipeline, qemu, storage, vmmount
+from hostcreator import (
+    __version__,
+    cache,
+    config,
+    distro,
+    kvm,
+    pipeline,
+    qemu,
+    storage,
+    vmmount,
+)
 from hostcreator.errors import HostCreatorError, Interrupted, InvalidInput
 from hostcreator.log import logger, setup_console
 
@@ -47,6 +58,14 @@ InsecureOption = Annotated[
 ]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="overwrite an existing disk that holds data")
+]
+NoCacheOption = Annotated[
+    bool, typer.Option("--no-cache", help="bootstrap afresh; neither use nor fill the rootfs "
+                       "cache")
+]
+RefreshCacheOption = Annotated[
+    bool, typer.Option("--refresh-cache", help="bootstrap afresh and replace the rootfs cache "
+                       "entry")
 ]
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="show every command and its output")
@@ -109,6 +128,14 @@ def load_config(
     return config.load(config_path, overrides)
 
 
+def cache_mode(no_cache: bool, refresh_cache: bool) -> cache.Mode:
+    if no_cache and refresh_cache:
+        raise InvalidInput("--no-cache and --refresh-cache exclude each other")
+    if no_cache:
+        return cache.Mode.OFF
+    return cache.Mode.REFRESH if refresh_cache else cache.Mode.USE
+
+
 def create_command(distribution: str) -> Callable[..., None]:
     def command(
         name: Annotated[str, typer.Argument(help="name of the VM: host name and disk name")],
@@ -125,6 +152,8 @@ def create_command(distribution: str) -> Callable[..., None]:
         mirror: MirrorOption = None,
         force: ForceOption = False,
         insecure: InsecureOption = False,
+        no_cache: NoCacheOption = False,
+        refresh_cache: RefreshCacheOption = False,
         verbose: VerboseOption = False,
         debug: DebugOption = False,
         version: VersionOption = False,
@@ -137,7 +166,8 @@ def create_command(distribution: str) -> Callable[..., None]:
                               INSECURE_NO_SIGNATURE_CHECK="yes" if insecure else None)
             dist = distro.get(distribution)
             suite = distr or cfg.distr or dist.default_suite
-            build = pipeline.Build(cfg, dist, name, suite, force=force)
+            build = pipeline.Build(cfg, dist, name, suite, force=force,
+                                   cache_mode=cache_mode(no_cache, refresh_cache))
             pipeline.create(build)
 
         guarded(f"create-{distribution}", debug, action)
@@ -354,10 +384,62 @@ def create_kvm(
 
     guarded("create-kvm", debug, action,
             undone=f"the domain {name} stays as far as it got (virsh list --all)")
+def cache_list(
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """List the rootfs cache entries (and unfinished ones) in CACHE_DIR/rootfs."""
+    setup_console(False)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        rootfs = cache.RootfsCache.under(cfg.cache_dir)
+        entries = rootfs.entries()
+        typer.echo(f"# {rootfs.base}: {len(entries)} entries, CACHE_MAX_AGE={cfg.cache_max_age}")
+        for entry in entries:
+            m = entry.manifest
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+            typer.echo(f"{cache.short(entry.key)}  {created}  {entry.age_days():5.1f} d  "
+                       f"{entry.size / 2**20:6.0f} MB  {m['distribution']} {m['suite']} "
+                       f"{m['arch']} {m['tool']} variant={m['variant']} "
+                       f"packages={','.join(m['packages'])}")
+        for path in rootfs.leftovers():
+            typer.echo(f"unfinished  {path}")
+
+    guarded("cache list", False, action)
+
+
+def cache_prune(
+    older_than: Annotated[
+        float | None, typer.Option("--older-than", metavar="DAYS",
+                                   help="remove entries older than DAYS (default: "
+                                   "CACHE_MAX_AGE; 0 removes all)")
+    ] = None,
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+) -> None:
+    """Remove old and unfinished rootfs cache entries; entries in use are left alone."""
+    setup_console(False)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        days = cfg.cache_max_age if older_than is None else older_than
+        if days < 0:
+            raise InvalidInput("--older-than must not be negative")
+        removed = cache.RootfsCache.under(cfg.cache_dir).prune(days)
+        for name in removed:
+            typer.echo(f"removed {name}")
+        typer.echo(f"{len(removed)} removed")
+
+    guarded("cache prune", False, action)
 
 
 app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
                   help="Turn a name into an installed, bootable Debian or Ubuntu KVM VM.")
+cache_app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True,
+                        help="The rootfs cache: list and prune its entries.")
+cache_app.command("list")(cache_list)
+cache_app.command("prune")(cache_prune)
 app.command("create-debian")(create_command("debian"))
 app.command("create-ubuntu")(create_command("ubuntu"))
 app.command("create-kvm")(create_kvm)
@@ -366,6 +448,7 @@ app.command("config")(show_config)
 app.command("mount-vm")(mount_vm)
 app.command("umount-vm")(umount_vm)
 app.command("status")(status)
+app.add_typer(cache_app, name="cache")
 
 
 def _single(command: Callable[..., None]) -> typer.Typer:

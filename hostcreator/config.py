@@ -40,6 +40,12 @@ class VirtType(StrEnum):
     QEMU = "qemu"
 
 
+class BootstrapTool(StrEnum):
+    AUTO = "auto"
+    DEBOOTSTRAP = "debootstrap"
+    MMDEBSTRAP = "mmdebstrap"
+
+
 class NetworkType(StrEnum):
     BRIDGE = "bridge"
     NETWORK = "network"
@@ -195,7 +201,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_DIR", "log_dir", _path, _const(Path("/var/log/hostcreator")),
             "directory of the per-VM log files"),
     Setting("CACHE_DIR", "cache_dir", _path, _const(Path("/var/cache/hostcreator")),
-            "cache of downloaded packages"),
+            "cache of downloaded packages (debs/) and of bootstrapped root trees (rootfs/)"),
+    Setting("CACHE_MAX_AGE", "cache_max_age", _positive_int, _const(7),
+            "days after which a cached root tree is bootstrapped afresh"),
+    Setting("BOOTSTRAP", "bootstrap_tool", _choice(BootstrapTool), _const(BootstrapTool.AUTO),
+            "auto (mmdebstrap when installed, else debootstrap), debootstrap or mmdebstrap"),
     Setting("STATE_DIR", "state_dir", _path, _const(Path("/run/hostcreator")),
             "where builds mount disks and keep their locks"),
     Setting("MOUNT_DIR", "mount_dir", _path, _const(Path("/mnt/hostcreator")),
@@ -240,6 +250,8 @@ class Config:
     apt_proxy: str | None
     log_dir: Path
     cache_dir: Path
+    cache_max_age: int
+    bootstrap_tool: BootstrapTool
     state_dir: Path
     mount_dir: Path
     network: str

@@ -36,7 +36,8 @@ class CommandError(HostCreatorError):
     """An external command failed; carries its argv, exit code and the tail of its output."""
 
     def __init__(
-        self, argv: Sequence[str], returncode: int, tail: Sequence[str], what: str | None = None
+        self, argv: Sequence[str], returncode: int, tail: Sequence[str], what: str | None = None,
+        last: str | None = None,
     ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
@@ -48,7 +49,8 @@ class CommandError(HostCreatorError):
                 how = f"was killed by signal {-returncode}"
         else:
             how = f"failed with exit code {returncode}"
-        last = next((line for line in reversed(self.tail) if line.strip()), "")
+        if last is None:
+            last = next((line for line in reversed(self.tail) if line.strip()), "")
         name = what or self.argv[0]
         message = f"{name} {how}" + (f": {last.strip()}" if last else "")
         super().__init__(message, hint="the full output is in the log file")

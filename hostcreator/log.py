@@ -53,6 +53,11 @@ class Progress:
 
     total: int
     timings: list[tuple[str, float]] = field(default_factory=list)
+    _note: str | None = field(default=None, init=False, repr=False)
+
+    def note(self, text: str) -> None:
+        """Add TEXT to the running stage's title when it ends and in the summary."""
+        self._note = text
 
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:
@@ -60,11 +65,14 @@ class Progress:
         logger.info("==> [%d/%d] %s", number, self.total, title)
         start = time.monotonic()
         ok = False
+        self._note = None
         try:
             yield
             ok = True
         finally:
             elapsed = time.monotonic() - start
+            if self._note:
+                title = f"{title} ({self._note})"
             self.timings.append((title, elapsed))
             if ok:
                 logger.info("    %s: done in %.1f s", title, elapsed)

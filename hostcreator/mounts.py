@@ -6,6 +6,7 @@ Teardown functions log and go on: they never raise over the real error.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -169,3 +170,50 @@ def unmount_tree(path: Path, *, stop_processes: bool = True) -> None:
             logger.warning("warning: unmounting %s failed (%s), detaching it lazily", point, exc)
             with contextlib.suppress(HostCreatorError):
                 run(["umount", "--lazy", point])
+
+
+def shared_mount_point(stack: ExitStack, path: Path) -> Path:
+    """Make PATH a shared mount (a bind mount on itself); STACK undoes it.
+
+    Mounts made on it then reach, with their unmounts, the mount namespaces
+    cloned from ours meanwhile: libvirt gives every VM one (a slave copy of the
+    host's), and without this a VM started during a build keeps the build's file
+    system mounted, and its loop device attached, after we unmount it here.
+    """
+    mount(stack, path, path, bind=True)
+    run(["mount", "--make-shared", path])
+    return path
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path: Path) -> None:
+    """Write the file system holding PATH to its device (only that one, unlike sync)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise HostCreatorError(f"syncfs {path} failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def namespaces_holding(device: Path) -> list[str]:
+    """Processes in whose mount namespace a file system on DEVICE (or a partition) is mounted."""
+    names = (device.name, *(f"{device.name}p{i}" for i in range(1, 16)))
+    found = []
+    seen = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            ns = os.readlink(entry / "ns" / "mnt")
+            if ns in seen:
+                continue
+            text = (entry / "mountinfo").read_text()
+            if any(f" /dev/{n} " in line.split(" - ", 1)[-1] + " " for n in names
+                   for line in text.splitlines()):
+                seen.add(ns)
+                found.append(f"{entry.name} ({(entry / 'comm').read_text().strip()})")
+    return found

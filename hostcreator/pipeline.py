@@ -9,6 +9,8 @@ alike.
 from __future__ import annotations
 
 import os
+import resource
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from hostcreator import (
     archive,
     bootloader,
     bootstrap,
+    cache,
     chroot,
     fstab,
     hooks,
@@ -31,10 +34,16 @@ from hostcreator import (
 )
 from hostcreator.config import Config, StorageKind
 from hostcreator.distro import Distribution
-from hostcreator.errors import InvalidInput
+from hostcreator.errors import HostCreatorError, InvalidInput
 from hostcreator.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
-from hostcreator.mounts import is_mount_point, mount
+from hostcreator.mounts import (
+    is_mount_point,
+    mount,
+    namespaces_holding,
+    shared_mount_point,
+    syncfs,
+)
 from hostcreator.run import require_commands
 
 HOST_COMMANDS = ("debootstrap", "rsync", "losetup", "partx", "wipefs", "mkswap",
@@ -51,6 +60,7 @@ class Build:
     name: str
     suite: str
     force: bool = False
+    cache_mode: cache.Mode = cache.Mode.USE
     disk: storage.Storage = field(init=False)
     plan: bootstrap.BootstrapPlan = field(init=False)
     skel: Path = field(init=False)
@@ -59,6 +69,7 @@ class Build:
     device: Path = field(init=False)
     partitions: list[Path] = field(default_factory=list)
     filesystems: partition.FileSystems = field(init=False)
+    rootfs: cache.Outcome = field(init=False)
 
     @property
     def root(self) -> Path:
@@ -87,6 +98,8 @@ def prepare(build: Build) -> None:
     if not config.hook_dir.is_dir():
         logger.debug("hook directory %s does not exist: no hooks", config.hook_dir)
     require_commands(HOST_COMMANDS)
+    if build.cache_mode is not cache.Mode.OFF:
+        require_commands(cache.COMMANDS)
     if config.storage_kind is StorageKind.LVM:
         require_commands(("lvs", "vgs", "lvcreate"))
     build.disk = storage.for_vm(config, build.name)
@@ -117,8 +130,14 @@ def partition_disk(build: Build) -> None:
 
 def bootstrap_root(build: Build, stack: ExitStack) -> None:
     build.root.mkdir(parents=True, exist_ok=True)
-    mount(stack, build.partitions[2], build.root, fstype="ext4")
-    bootstrap.bootstrap(build.plan, build.root, build.config.apt_proxy)
+    shared_mount_point(stack, build.root)
+    # No cache flushes to the disk while building (every fsync would reach the
+    # host's disk through the loop device): the disk is flushed once at the end.
+    mount(stack, build.partitions[2], build.root, fstype="ext4", options=("nobarrier",))
+    config = build.config
+    build.rootfs = cache.provide_root(build.plan, build.root, cache_dir=config.cache_dir,
+                                      max_age_days=config.cache_max_age,
+                                      mode=build.cache_mode, apt_proxy=config.apt_proxy)
 
 
 def install_skeleton(build: Build) -> None:
@@ -128,6 +147,7 @@ def install_skeleton(build: Build) -> None:
     skeleton.copy_resolv_conf(build.root)
     fstab.write(build.root, build.filesystems)
     chroot.apt_proxy_conf(build.root, build.config.apt_proxy)
+    chroot.dpkg_unsafe_io(build.root, True)
 
 
 def enter_chroot(build: Build, stack: ExitStack) -> None:
@@ -175,6 +195,9 @@ def finish_root(build: Build) -> None:
     identity.reset(build.root)
     identity.link_resolv_conf(build.root)
     chroot.apt_proxy_conf(build.root, None)
+    chroot.dpkg_unsafe_io(build.root, False)
+    # Written out now, whatever happens to the mount later (see flush()).
+    syncfs(build.root)
 
 
 def _hook(build: Build, hook: str) -> None:
@@ -182,10 +205,38 @@ def _hook(build: Build, hook: str) -> None:
                    build.distribution.name)
 
 
+RELEASE_WAIT_SECONDS = 30.0
+
+
+def wait_for_release(build: Build) -> None:
+    """The disk's loop device must be gone: only then is the file system shut down.
+
+    It stays when the file system is still mounted in another mount namespace
+    (cloned while we built): umount here then only removed our view of it.
+    """
+    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+    while loops := storage.loop_devices_of(build.disk.path):
+        if time.monotonic() > deadline:
+            holders = [h for loop in loops for h in namespaces_holding(Path(loop))]
+            raise HostCreatorError(
+                f"{build.disk.describe()} is still attached to {', '.join(loops)}: its file "
+                f"system is still mounted in the mount namespace of {', '.join(holders)}",
+                hint="the build was written out; do not start the VM before that process "
+                "ends or unmounts it (umount in its namespace: nsenter -m -t PID umount ...)",
+            )
+        time.sleep(0.2)
+
+
 def flush(build: Build) -> None:
     """Everything on the disk before success is reported."""
+    wait_for_release(build)
     with open(build.disk.path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def peak_rss_mb() -> int:
+    """The largest resident set of this process so far (not of the commands it ran)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def create(build: Build) -> Progress:
@@ -201,8 +252,9 @@ def create(build: Build) -> Progress:
                 provide_disk(build, stack)
             with progress.stage("partitions and file systems"):
                 partition_disk(build)
-            with progress.stage(f"debootstrap {build.suite}"):
+            with progress.stage(f"bootstrap {build.suite}"):
                 bootstrap_root(build, stack)
+                progress.note(build.rootfs.note)
             with progress.stage("skeleton"):
                 install_skeleton(build)
                 enter_chroot(build, stack)
@@ -218,6 +270,6 @@ def create(build: Build) -> Progress:
                 finish_root(build)
                 stack.close()
                 flush(build)
-        logger.info("%s is ready on %s\n%s", build.name, build.disk.describe(),
-                    progress.summary())
+        logger.info("%s is ready on %s\n%s\n  peak memory of hostcreator: %d MB", build.name,
+                    build.disk.describe(), progress.summary(), peak_rss_mb())
     return progress

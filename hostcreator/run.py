@@ -34,6 +34,10 @@ STOP_GRACE_SECONDS = 10
 # Which Debian package brings a command, for the hint when it is missing.
 PACKAGE_OF = {
     "debootstrap": "debootstrap",
+    "mmdebstrap": "mmdebstrap",
+    "tar": "tar",
+    "zstd": "zstd",
+    "dpkg-architecture": "dpkg-dev",
     "rsync": "rsync",
     "mkfs.ext4": "e2fsprogs",
     "tune2fs": "e2fsprogs",
@@ -67,7 +71,8 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _pump(stream: IO[bytes], name: str, keep: list[str] | None, tail: deque[str]) -> None:
+def _pump(stream: IO[bytes], name: str, keep: list[str] | None, tail: deque[str],
+          own: deque[str]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip("\n")
         if keep is not None:
@@ -75,7 +80,12 @@ def _pump(stream: IO[bytes], name: str, keep: list[str] | None, tail: deque[str]
         else:
             logger.debug("  %s| %s", name, line)
         tail.append(line)
+        own.append(line)
     stream.close()
+
+
+def _last(lines: deque[str]) -> str:
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -126,11 +136,16 @@ def run(
         hint = f"install it: apt-get install {package}" if package else None
         raise HostCreatorError(f"command not found: {args[0]}", hint=hint) from None
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    # The error names the last line of stderr: the two streams interleave at random.
+    err_tail: deque[str] = deque(maxlen=TAIL_LINES)
+    out_tail: deque[str] = deque(maxlen=TAIL_LINES)
     out: list[str] | None = [] if capture else None
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, "out", out, tail), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, "err", None, tail), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stdout, "out", out, tail, out_tail),
+                         daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, "err", None, tail, err_tail),
+                         daemon=True),
     ]
     for t in pumps:
         t.start()
@@ -152,7 +167,8 @@ def run(
     if returncode != 0:
         logger.debug("  exit code %d", returncode)
     if check and returncode != 0:
-        raise CommandError(args, returncode, list(tail), what=what)
+        raise CommandError(args, returncode, list(tail), what=what,
+                           last=_last(err_tail) or _last(out_tail))
     return Result(args, returncode, stdout, list(tail))
 
 

@@ -18,7 +18,8 @@ from hostcreator import mounts, storage
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
-# The packages and debootstrap downloads are shared between test runs.
+# The downloaded packages (CACHE_DIR/debs) are shared between test runs; each
+# test configuration has its own, empty, rootfs cache (TestEnv.cache_dir).
 CACHE_DIR = Path(os.environ.get("HOSTCREATOR_TEST_CACHE", "/var/cache/hostcreator"))
 DEBIAN_SUITE = os.environ.get("HOSTCREATOR_TEST_DEBIAN", "trixie")
 # Unset: create-ubuntu builds its default suite, the current LTS.
@@ -65,6 +66,17 @@ class TestEnv:
     def mount_dir(self) -> Path:
         return self.base / "mnt"
 
+    @property
+    def cache_dir(self) -> Path:
+        """A private CACHE_DIR whose debs/ is the shared package cache."""
+        path = self.base / "cache"
+        if not (path / "debs").is_symlink():
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "debs").symlink_to(CACHE_DIR / "debs")
+            if _is_root():
+                (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+        return path
+
     def write(self, **extra: str) -> Path:
         values = {
             "SIZE": "4",
@@ -73,7 +85,7 @@ class TestEnv:
             "HOOK_DIR": str(self.hook_dir),
             "STATE_DIR": str(self.state_dir),
             "MOUNT_DIR": str(self.mount_dir),
-            "CACHE_DIR": str(CACHE_DIR),
+            "CACHE_DIR": str(self.cache_dir),
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
         }
@@ -263,6 +275,8 @@ def vm_env(tmp_path_factory: pytest.TempPathFactory):
     for image in env.image_dir.glob("*.img"):  # big; the logs stay for a look
         image.unlink()
     assert not leaks, f"left behind: {leaks}"
+
+
 @pytest.fixture(scope="session")
 def debian_vm(tmp_path_factory: pytest.TempPathFactory):
     """One Debian VM built by the real create-debian, with the report hook installed."""
@@ -273,3 +287,12 @@ def debian_vm(tmp_path_factory: pytest.TempPathFactory):
 def ubuntu_vm(tmp_path_factory: pytest.TempPathFactory):
     """One Ubuntu VM built by the real create-ubuntu (its default suite, the current LTS)."""
     yield from _built_vm(tmp_path_factory, "ubuntu", UBUNTU_SUITE)
+
+
+@pytest.fixture(scope="session")
+def debian_vm_report(debian_vm) -> dict[str, str]:
+    """debian_vm booted once under QEMU: what its report unit printed."""
+    from guest import boot_and_report
+
+    console = debian_vm.env.log_dir / f"{debian_vm.name}.report.log"
+    return boot_and_report(debian_vm.image, console)

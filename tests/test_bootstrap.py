@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from hostcreator import bootstrap, config, distro
-from hostcreator.errors import InvalidInput
+from hostcreator.config import BootstrapTool
+from hostcreator.errors import HostCreatorError, InvalidInput
 
 pytestmark = pytest.mark.unit
 DEBIAN = distro.get("debian")
@@ -83,3 +84,78 @@ def test_sources_of_a_rolling_suite_have_no_pockets(tmp_path):
     assert sources.render(DEBIAN, "sid", "http://archive.test/debian") == \
         "# Written by hostcreator.\ndeb http://archive.test/debian sid main\n"
     assert not sources.write(tmp_path, DEBIAN, "sid")  # no sources.list to start from
+
+
+def test_mmdebstrap_argv_has_the_same_inputs_as_debootstrap(tmp_path, monkeypatch):
+    monkeypatch.setattr(bootstrap, "require_commands", lambda commands: None)
+    p = bootstrap.plan(cfg(cache_dir=tmp_path, packages=("vim",), mirror="http://mirror.example/d",
+                           bootstrap_tool=BootstrapTool.MMDEBSTRAP), DEBIAN, "trixie")
+    argv = bootstrap.mmdebstrap_argv(p, Path("/mnt/x"))
+    assert argv[0] == "mmdebstrap" and "--mode=root" in argv
+    assert f"--keyring={DEBIAN.keyring}" in argv
+    assert "--components=main" in argv and "--arch=amd64" in argv
+    assert "--variant=debootstrap" in argv  # debootstrap's default package set
+    include = next(a for a in argv if a.startswith("--include=")).split("=", 1)[1].split(",")
+    assert include == list(p.packages) and "vim" in include
+    assert argv[-3:] == ["trixie", "/mnt/x", "http://mirror.example/d"]
+    assert "--dpkgopt=force-unsafe-io" in argv
+    # Nothing that weakens the signature check.
+    assert not [a for a in argv if "trusted" in a.lower() or "insecure" in a.lower()
+                or "check-valid" in a.lower() or "allowunauthenticated" in a.lower()]
+    hooks = [a for a in argv if a.startswith(("--setup-hook=", "--customize-hook="))]
+    assert len(hooks) == 2 and all(str(p.cache_dir) in h for h in hooks)
+
+
+def test_mmdebstrap_without_mirror_uses_debootstraps_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(bootstrap, "require_commands", lambda commands: None)
+    program = tmp_path / "debootstrap"
+    program.write_text('DEF_MIRROR="http://default.test/debian"\n')
+    monkeypatch.setattr(bootstrap, "DEBOOTSTRAP_PROGRAM", program)
+    p = bootstrap.plan(cfg(variant="minbase", bootstrap_tool=BootstrapTool.MMDEBSTRAP), DEBIAN,
+                       "trixie")
+    argv = bootstrap.mmdebstrap_argv(p, Path("/t"))
+    assert argv[-1] == "http://default.test/debian"
+    assert "--variant=minbase" in argv
+    program.write_text("# no default\n")
+    with pytest.raises(HostCreatorError, match="default mirror"):
+        bootstrap.mmdebstrap_argv(p, Path("/t"))
+
+
+def test_auto_picks_mmdebstrap_when_installed(monkeypatch):
+    monkeypatch.setattr(bootstrap, "missing_commands", lambda cmds: [])
+    assert bootstrap.choose_tool(BootstrapTool.AUTO, None) is BootstrapTool.MMDEBSTRAP
+    assert bootstrap.choose_tool(BootstrapTool.AUTO, "minbase") is BootstrapTool.MMDEBSTRAP
+    # A variant only debootstrap knows stays with debootstrap.
+    assert bootstrap.choose_tool(BootstrapTool.AUTO, "fakechroot") is \
+        BootstrapTool.DEBOOTSTRAP
+    monkeypatch.setattr(bootstrap, "missing_commands", lambda cmds: list(cmds))
+    assert bootstrap.choose_tool(BootstrapTool.AUTO, None) is BootstrapTool.DEBOOTSTRAP
+
+
+def test_explicit_mmdebstrap_must_be_installed(monkeypatch):
+    monkeypatch.setattr("hostcreator.run.shutil.which", lambda *a, **k: None)
+    with pytest.raises(HostCreatorError, match=r"missing host command.*mmdebstrap") as exc:
+        bootstrap.plan(cfg(bootstrap_tool=BootstrapTool.MMDEBSTRAP), DEBIAN, "trixie")
+    assert "apt-get install mmdebstrap" in exc.value.hint
+
+
+def test_package_cache_hooks_copy_in_and_out_keeping_one_version(tmp_path):
+    import subprocess
+
+    cache, target = tmp_path / "debs dir", tmp_path / "target"
+    cache.mkdir()
+    for name in ("bash_5.1-1_amd64.deb", "bash-completion_1_all.deb", "zlib1g_1%3a1_amd64.deb"):
+        (cache / name).write_text(name)
+    copy_in, copy_out = bootstrap.deb_cache_hooks(cache)
+    subprocess.run(["sh", "-c", copy_in, "exec", target], check=True)
+    archives = target / "var/cache/apt/archives"
+    assert sorted(p.name for p in archives.iterdir()) == sorted(p.name for p in cache.iterdir())
+    # This build used a newer bash and a new package, and not bash-completion.
+    (archives / "bash_5.1-1_amd64.deb").unlink()
+    (archives / "bash_5.2-1_amd64.deb").write_text("new bash")
+    (archives / "less_1_amd64.deb").write_text("less")
+    subprocess.run(["sh", "-c", copy_out, "exec", target], check=True)
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "bash-completion_1_all.deb", "bash_5.2-1_amd64.deb", "less_1_amd64.deb",
+        "zlib1g_1%3a1_amd64.deb"]
+    assert (cache / "bash_5.2-1_amd64.deb").read_text() == "new bash"

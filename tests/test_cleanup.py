@@ -25,16 +25,24 @@ def wait_for_text(path, text, proc, timeout=300):
     raise AssertionError(f"{text!r} did not show up in {path}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_debootstrap_undoes_mounts_and_loop_device(testenv, sig):
+# Far enough that the tool runs dpkg in the target and has mounted /proc there.
+IN_THE_CHROOT = {
+    "debootstrap": "I: Installing core packages",
+    "mmdebstrap": "I: installing remaining packages inside the chroot",
+}
+
+
+@pytest.mark.parametrize("sig,tool", [(signal.SIGINT, "debootstrap"),
+                                      (signal.SIGTERM, "mmdebstrap")])
+def test_signal_during_bootstrap_undoes_mounts_and_loop_device(testenv, sig, tool):
+    testenv.write(BOOTSTRAP=tool)
     name = unique_name()
     proc = subprocess.Popen(
         [command("create-debian"), name, DEBIAN_SUITE, "--config", str(testenv.config)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     log = testenv.log_dir / f"{name}.log"
-    # Far enough that debootstrap runs dpkg in the target and has mounted /proc there.
-    wait_for_text(log, "I: Installing core packages", proc)
+    wait_for_text(log, IN_THE_CHROOT[tool], proc)
     root = testenv.state_dir / "build" / name
     assert mounts.is_mount_point(root)
     assert storage.loop_devices_of(testenv.image(name))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from conftest import DEBIAN_SUITE
-from guest import boot_and_report, check_report
+from guest import check_report
 
 from hostcreator import partition, storage
 
@@ -15,14 +15,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
 def test_create_debian_reports_each_stage_with_its_duration(debian_vm):
     err = debian_vm.result.stderr
-    for stage in ("disk", "partitions and file systems", "debootstrap", "skeleton",
+    for stage in ("disk", "partitions and file systems", "bootstrap", "skeleton",
                   "postunpack hook", "chroot install", "postconfig hook", "boot loader",
                   "finish"):
         assert re.search(rf"==> \[\d/9\] {stage}", err), stage
         assert re.search(rf"    {stage}.*: done in \d+\.\d s", err), stage
     log = debian_vm.env.log_dir / f"{debian_vm.name}.log"
     text = log.read_text()
-    assert "+ debootstrap " in text
+    assert "+ mmdebstrap " in text or "+ debootstrap " in text
     assert "+ chroot " in text and "/root/bin/install.sh" in text
 
 
@@ -33,8 +33,7 @@ def test_disk_is_a_sparse_image_with_the_gpt_layout(debian_vm):
     assert storage.signatures(image) == ["PMBR", "gpt"]
 
 
-def test_guest_boots_and_is_configured(debian_vm):
-    console = debian_vm.env.log_dir / f"{debian_vm.name}.report.log"
-    report = boot_and_report(debian_vm.image, console)
+def test_guest_boots_and_is_configured(debian_vm, debian_vm_report):
+    report = debian_vm_report
     check_report(report, debian_vm.name, DEBIAN_SUITE)
     assert report["ssh"] == "active"
