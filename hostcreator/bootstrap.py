@@ -38,6 +38,9 @@ MMDEBSTRAP_SAME_VARIANTS = (None, "-", "minbase", "buildd")
 # removed again at the end): no fsync or sync at all, not even in maintainer
 # scripts. Measured here: a quarter off the bootstrap on top of force-unsafe-io.
 EATMYDATA_HOOKS = Path("/usr/share/mmdebstrap/hooks/eatmydata")
+# The hooks fetch eatmydata from the archive being bootstrapped: Debian has it in
+# main, Ubuntu only in universe (without it there, every dpkg call would fail).
+EATMYDATA_DISTRIBUTIONS = ("debian",)
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,8 @@ def mmdebstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
         copy_in, copy_out = deb_cache_hooks(p.cache_dir)
         argv += ["--skip=essential/unlink", f"--setup-hook={copy_in}",
                  f"--customize-hook={copy_out}"]
-    if EATMYDATA_HOOKS.is_dir() and not missing_commands(["dpkg-architecture"]):
+    if (p.distribution.name in EATMYDATA_DISTRIBUTIONS and EATMYDATA_HOOKS.is_dir()
+            and not missing_commands(["dpkg-architecture"])):
         argv.append(f"--hook-dir={EATMYDATA_HOOKS}")
     argv += [p.suite, str(target), archive_mirror(p)]
     return argv

@@ -99,6 +99,8 @@ def test_mmdebstrap_argv_has_the_same_inputs_as_debootstrap(tmp_path, monkeypatc
     assert include == list(p.packages) and "vim" in include
     assert argv[-3:] == ["trixie", "/mnt/x", "http://mirror.example/d"]
     assert "--dpkgopt=force-unsafe-io" in argv
+    if bootstrap.EATMYDATA_HOOKS.is_dir():
+        assert f"--hook-dir={bootstrap.EATMYDATA_HOOKS}" in argv
     # Nothing that weakens the signature check.
     assert not [a for a in argv if "trusted" in a.lower() or "insecure" in a.lower()
                 or "check-valid" in a.lower() or "allowunauthenticated" in a.lower()]
