@@ -26,6 +26,11 @@ DEBIAN_SUITE = os.environ.get("HOSTCREATOR_TEST_DEBIAN", "trixie")
 UBUNTU_SUITE = os.environ.get("HOSTCREATOR_TEST_UBUNTU")
 
 
+ROOT_PASSWORD_PREFIX = "hcpw-"
+TEST_SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHc3oF2N0m4x8ZzK1v2wQw8m2b6m6Yh0eGxJ1hcTeStK"
+                " hctest@hostcreator")
+
+
 def unique_name(prefix: str = "hctest") -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
@@ -188,12 +193,19 @@ class BuiltVM:
 
 
 def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
-              suite: str | None):
+              suite: str | None, **settings: str):
     """A VM built by the real create-<distribution>, with the report hook installed."""
     if not _is_root():
         pytest.skip("needs root")
     env = TestEnv(tmp_path_factory.mktemp(f"{distribution}-vm"))
-    env.write()
+    # Root's password and key: the tests check they work and that the password
+    # shows up in no log.
+    secret = env.base / "root-password"
+    secret.write_text(f"{ROOT_PASSWORD_PREFIX}{secrets.token_hex(8)}\n")
+    secret.chmod(0o600)
+    keys = env.base / "authorized_keys"
+    keys.write_text(TEST_SSH_KEY + "\n")
+    env.write(ROOT_PASSWORD_FILE=str(secret), SSH_AUTHORIZED_KEYS=str(keys), **settings)
     shutil.copy(DATA / "report-postconfig.sh", env.hook_dir / "postconfig.sh")
     (env.hook_dir / "postconfig.sh").chmod(0o755)
     name = unique_name()
@@ -286,7 +298,9 @@ def debian_vm(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def ubuntu_vm(tmp_path_factory: pytest.TempPathFactory):
     """One Ubuntu VM built by the real create-ubuntu (its default suite, the current LTS)."""
-    yield from _built_vm(tmp_path_factory, "ubuntu", UBUNTU_SUITE)
+    # debootstrap, not the faster mmdebstrap the Debian VM gets: this proves that a
+    # suite the host's debootstrap has no script for is built with the named script.
+    yield from _built_vm(tmp_path_factory, "ubuntu", UBUNTU_SUITE, BOOTSTRAP="debootstrap")
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,9 @@ def check_report(report: dict[str, str], name: str, suite: str) -> None:
     assert report["ssh_key"].startswith("SHA256:")
     assert report["ssh_served_key"] == report["ssh_key"]
     assert report["timezone"] == "Etc/UTC"
+    # ROOT_PASSWORD_FILE and SSH_AUTHORIZED_KEYS of the test configuration.
+    assert report["root_password"] == "P"  # a usable password
+    assert report["authorized_keys"] == "1"
     # The release never changes: the VM gets its fixes from the update pockets.
     assert sorted(report["apt_suites"].split()) == [suite, f"{suite}-security",
                                                     f"{suite}-updates"], report["apt_suites"]

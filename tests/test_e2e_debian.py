@@ -37,3 +37,11 @@ def test_guest_boots_and_is_configured(debian_vm, debian_vm_report):
     report = debian_vm_report
     check_report(report, debian_vm.name, DEBIAN_SUITE)
     assert report["ssh"] == "active"
+
+
+def test_root_password_is_in_no_log_and_no_command_line(debian_vm):
+    password = (debian_vm.env.base / "root-password").read_text().strip()
+    log = (debian_vm.env.log_dir / f"{debian_vm.name}.log").read_text()
+    assert "+ chroot" in log and "chpasswd" in log  # the log does show the commands...
+    assert password not in log  # ...but never the password (it goes to chpasswd's stdin)
+    assert password not in debian_vm.result.stdout + debian_vm.result.stderr

@@ -22,7 +22,7 @@ SUITE = UBUNTU_SUITE or UBUNTU.default_suite
 def test_create_ubuntu_bootstraps_the_lts_with_signatures_checked(ubuntu_vm):
     err = ubuntu_vm.result.stderr
     assert f"(ubuntu {SUITE})" in err
-    for stage in ("disk", "partitions and file systems", f"debootstrap {SUITE}", "skeleton",
+    for stage in ("disk", "partitions and file systems", f"bootstrap {SUITE}", "skeleton",
                   "postunpack hook", "chroot install", "postconfig hook", "boot loader",
                   "finish"):
         assert re.search(rf"    {stage}.*: done in \d+\.\d s", err), stage

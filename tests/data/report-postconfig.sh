@@ -40,6 +40,8 @@ done
     # The suites apt has verified indexes of (install.sh ran apt-get update).
     echo "HCREPORT apt_suites=$(apt-get indextargets --format '$(RELEASE)' \
         'Identifier: Packages' | sort -u | tr '\n' ' ')"
+    echo "HCREPORT root_password=$(passwd -S root | awk '{print $2}')"
+    echo "HCREPORT authorized_keys=$(grep -c '^ssh-' /root/.ssh/authorized_keys 2>/dev/null)"
     echo "HCREPORT END"
 } > /dev/ttyS0
 SCRIPT
