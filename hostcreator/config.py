@@ -86,11 +86,6 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _non_negative_int(value: str) -> int:
-    number = _positive_int(value) if value != "0" else 0
-    return number
-
-
 def _bool(value: str) -> bool:
     word = value.strip().lower()
     if word in ("yes", "true", "1", "on"):

@@ -78,18 +78,7 @@ def mount(
 
 def processes_below(path: Path) -> list[int]:
     """PIDs whose root directory or working directory is PATH or below it."""
-    top = os.path.realpath(path)
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        for link in ("root", "cwd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(entry / link)
-                if target == top or target.startswith(top + "/"):
-                    pids.append(int(entry.name))
-                    break
-    return pids
+    return _scan(path, ("root", "cwd"), open_files=False)
 
 
 def stop_processes_below(path: Path) -> None:
@@ -113,14 +102,20 @@ def _below(link: str, top: str) -> bool:
 
 def processes_using(path: Path) -> list[int]:
     """PIDs whose root, working directory, program or an open file is PATH or below it."""
+    return _scan(path, ("root", "cwd", "exe"), open_files=True)
+
+
+def _scan(path: Path, names: Sequence[str], open_files: bool) -> list[int]:
+    """PIDs (not ours) with one of the /proc/PID links NAMES (or an fd) at PATH or below."""
     top = os.path.realpath(path)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        links = [entry / "root", entry / "cwd", entry / "exe"]
-        with contextlib.suppress(OSError):
-            links += list((entry / "fd").iterdir())
+        links = [entry / name for name in names]
+        if open_files:
+            with contextlib.suppress(OSError):
+                links += list((entry / "fd").iterdir())
         for link in links:
             with contextlib.suppress(OSError):
                 if _below(os.readlink(link), top):

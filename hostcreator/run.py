@@ -84,6 +84,12 @@ def _pump(stream: IO[bytes], name: str, keep: list[str] | None, tail: deque[str]
     stream.close()
 
 
+def _not_found(program: str) -> HostCreatorError:
+    package = PACKAGE_OF.get(Path(program).name)
+    hint = f"install it: apt-get install {package}" if package else None
+    return HostCreatorError(f"command not found: {program}", hint=hint)
+
+
 def _last(lines: deque[str]) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
@@ -132,9 +138,7 @@ def run(
             process_group=0,
         )
     except FileNotFoundError:
-        package = PACKAGE_OF.get(Path(args[0]).name)
-        hint = f"install it: apt-get install {package}" if package else None
-        raise HostCreatorError(f"command not found: {args[0]}", hint=hint) from None
+        raise _not_found(args[0]) from None
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     # The error names the last line of stderr: the two streams interleave at random.
     err_tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -200,9 +204,7 @@ def spawn(argv: Sequence[str | os.PathLike[str]], *, output: Path) -> subprocess
                                     stderr=subprocess.STDOUT, env=base_env(),
                                     process_group=0)
         except FileNotFoundError:
-            package = PACKAGE_OF.get(Path(args[0]).name)
-            hint = f"install it: apt-get install {package}" if package else None
-            raise HostCreatorError(f"command not found: {args[0]}", hint=hint) from None
+            raise _not_found(args[0]) from None
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,6 @@ from mountvm import ok, private_copy
 from hostcreator import mounts
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.e2e]
-URI = "qemu:///system"
 
 DOMAIN_XML = """\
 <domain type='qemu'>
@@ -37,25 +35,10 @@ DOMAIN_XML = """\
 """
 
 
-def _libvirt_answers() -> bool:
-    return subprocess.run(["virsh", "-c", URI, "version"], capture_output=True,
-                          timeout=60).returncode == 0
-
-
 @pytest.fixture(scope="session")
-def libvirtd():
-    """A reachable libvirtd; started here (with virtlogd) where no init system did."""
-    if not _libvirt_answers():
-        for daemon in ("virtlogd", "libvirtd"):
-            if shutil.which(daemon) is None:
-                pytest.fail(f"{daemon} is not installed (setup.sh installs it)")
-            if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
-                subprocess.run([daemon, "-d"], check=True)
-        deadline = time.monotonic() + 60
-        while not _libvirt_answers():
-            assert time.monotonic() < deadline, "libvirtd did not answer"
-            time.sleep(0.5)
-    conn = libvirt.open(URI)
+def libvirt_conn(libvirtd):
+    """A connection to the libvirtd that conftest's fixture made sure runs."""
+    conn = libvirt.open(libvirtd)
     yield conn
     conn.close()
 
@@ -67,14 +50,14 @@ def vm(debian_vm):
 
 
 @pytest.fixture
-def start_domain(libvirtd, vm):
+def start_domain(libvirt_conn, vm):
     """Define and start a domain on VM's disk; destroyed and undefined whatever happens."""
     domains = []
 
     def start(name: str) -> Path:
         console = vm.env.log_dir / f"{name}.console.log"
         console.parent.mkdir(parents=True, exist_ok=True)
-        domain = libvirtd.defineXML(DOMAIN_XML.format(name=name, image=vm.image,
+        domain = libvirt_conn.defineXML(DOMAIN_XML.format(name=name, image=vm.image,
                                                       console=console))
         domains.append(domain)
         domain.create()
