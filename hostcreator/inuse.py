@@ -1,18 +1,22 @@
-"""Is a VM running? Its libvirt domain, any domain using its disk, any process holding it.
+"""Is a disk in use? Domains running it or defined with it, processes holding it, mounts.
 
-Asked before a disk is mounted read-write. libvirt is asked read-only; where
-it cannot be reached (no libvirt on this host, daemon stopped) that is said
-in a warning and the check goes on with what the host itself shows: a process
-that has the disk open (QEMU started by libvirt or by hand).
+Asked before a disk is mounted read-write (mount-vm) or built on
+(storage.check_disk_free). libvirt is asked read-only; where it cannot be
+reached (no libvirt on this host, daemon stopped) that is said in a warning and
+the check goes on with what the host itself shows: a process that has the disk
+open (QEMU started by libvirt or by hand), its file systems mounted in any mount
+namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hostcreator import mounts
 from hostcreator.log import logger
@@ -39,23 +43,40 @@ def disk_sources(conn: Any, xml: str) -> list[str]:
     return sources
 
 
-def running_domains(uri: str, name: str, disk: Path) -> list[str] | None:
-    """Running (or paused) domains called NAME or using DISK; None when libvirt is out of reach."""
+@contextlib.contextmanager
+def _read_only(uri: str, question: str) -> Iterator[Any]:
+    """A read-only connection to libvirt at URI, or None (saying in a warning what
+    cannot be told: QUESTION) when libvirt is out of reach."""
     try:
         import libvirt
     except ImportError:
-        logger.warning("warning: libvirt-python is not installed: cannot ask libvirt "
-                       "whether %s runs", name)
-        return None
+        logger.warning("warning: libvirt-python is not installed: cannot ask libvirt %s",
+                       question)
+        yield None
+        return
     # The binding prints every error to stderr by default; ours are reported as warnings.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
         conn = libvirt.openReadOnly(uri)
     except libvirt.libvirtError as exc:
-        logger.warning("warning: libvirt at %s cannot be reached (%s): cannot tell whether a "
-                       "libvirt domain runs %s", uri, exc.get_error_message(), name)
-        return None
+        logger.warning("warning: libvirt at %s cannot be reached (%s): cannot tell %s", uri,
+                       exc.get_error_message(), question)
+        yield None
+        return
     try:
+        yield conn
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def running_domains(uri: str, name: str, disk: Path) -> list[str] | None:
+    """Running (or paused) domains called NAME or using DISK; None when libvirt is out of reach."""
+    with _read_only(uri, f"whether a libvirt domain runs {name}") as conn:
+        if conn is None:
+            return None
+        import libvirt
+
         found = []
         for domain in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             with contextlib.suppress(libvirt.libvirtError):
@@ -64,8 +85,19 @@ def running_domains(uri: str, name: str, disk: Path) -> list[str] | None:
                 ):
                     found.append(domain.name())
         return sorted(found)
-    finally:
-        conn.close()
+
+
+def domains_with_disk(uri: str, disk: Path) -> list[str]:
+    """Every libvirt domain, running or only defined, with DISK as a disk, as 'name (state)'.
+
+    Empty when libvirt is out of reach (a warning says so).
+    """
+    from hostcreator import virt  # virt builds on this module
+
+    with _read_only(uri, f"whether a libvirt domain uses {disk}") as conn:
+        if conn is None:
+            return []
+        return virt.domains_using(conn, disk, local=not virt.is_remote(uri))
 
 
 def disk_users(uri: str, name: str, disk: Path) -> list[str]:
@@ -77,37 +109,62 @@ def disk_users(uri: str, name: str, disk: Path) -> list[str]:
     return users
 
 
-def _mountinfo_sources(path: Path) -> list[tuple[str, str]]:
-    found = []
-    with contextlib.suppress(OSError), open(path) as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            found.append((fields[4], fields[sep + 2]))
-    return found
+class Mount(NamedTuple):
+    source: str
+    point: Path
+    holder: int | None  # a process of the other mount namespace it is in; None: ours
+
+    def __str__(self) -> str:
+        where = "" if self.holder is None else (
+            f" in the mount namespace of process {mounts.describe_processes([self.holder])}")
+        return f"{self.source} at {self.point}{where}"
 
 
-def mounted_elsewhere(device: Path) -> list[str]:
-    """Mounts of DEVICE or its partitions in other mount namespaces, as phrases.
+def device_numbers(device: Path) -> set[str]:
+    """'MAJOR:MINOR' of the block device DEVICE and of its partitions (from sysfs)."""
+    with contextlib.suppress(OSError):
+        info = os.stat(device)
+        if stat.S_ISBLK(info.st_mode):
+            number = f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
+            parts = Path("/sys/dev/block", number).glob("*/partition")
+            return {number, *((p.parent / "dev").read_text().strip() for p in parts)}
+    return set()
+
+
+def mounts_of(devices: Sequence[Path], *, ours: bool = True) -> list[Mount]:
+    """Mounts of DEVICES or their partitions: in our mount namespace (with OURS) and in
+    the namespace of every other process.
 
     A process that unshares its mounts (QEMU started by libvirtd does) keeps a copy of
     every mount of the moment; where the host's mounts do not propagate (no systemd
     making them shared) that copy keeps the file system, and its loop device, busy.
     """
+    numbers = set().union(*map(device_numbers, devices))
+    names = [str(d) for d in devices]
+
+    def on_devices(entry: mounts.MountEntry) -> bool:
+        # By number, as the source may name the device otherwise (/dev/mapper/vg-lv).
+        return entry.device in numbers or any(
+            entry.source == n or entry.source.startswith(f"{n}p") for n in names)
+
+    found = [Mount(e.source, e.point, None) for e in mounts.mountinfo() if on_devices(e)] \
+        if ours else []
     seen = {os.readlink("/proc/self/ns/mnt")}
-    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             namespace = os.readlink(entry / "ns" / "mnt")
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            entries = mounts.mountinfo(entry / "mountinfo")
         except OSError:
-            continue
-        if namespace in seen:
-            continue
-        seen.add(namespace)
-        for point, source in _mountinfo_sources(entry / "mountinfo"):
-            if source == str(device) or source.startswith(f"{device}p"):
-                found.append(f"{source} at {point} in the mount namespace of process "
-                             f"{mounts.describe_processes([int(entry.name)])}")
+            continue  # it ended while we looked
+        found += [Mount(e.source, e.point, int(entry.name)) for e in entries if on_devices(e)]
     return found
+
+
+def mounted_elsewhere(device: Path) -> list[str]:
+    """Mounts of DEVICE or its partitions in other mount namespaces, as phrases."""
+    return [str(m) for m in mounts_of([device], ours=False)]

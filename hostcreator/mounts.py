@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NamedTuple
 
 from hostcreator.errors import DiskInUse, HostCreatorError
 from hostcreator.log import logger
@@ -30,15 +31,27 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
 
 
-def mount_points() -> list[tuple[Path, str]]:
-    """(mount point, source) of every mount of this process, in mount order."""
+class MountEntry(NamedTuple):
+    point: Path
+    source: str
+    device: str  # "MAJOR:MINOR" of the mounted file system
+
+
+def mountinfo(path: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
+    """Every mount of a mount namespace (ours by default), in mount order."""
     result = []
-    with open("/proc/self/mountinfo") as f:
+    with open(path) as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            result.append((Path(_unescape(fields[4])), _unescape(fields[sep + 2])))
+            result.append(MountEntry(Path(_unescape(fields[4])), _unescape(fields[sep + 2]),
+                                     fields[2]))
     return result
+
+
+def mount_points() -> list[tuple[Path, str]]:
+    """(mount point, source) of every mount of this process, in mount order."""
+    return [(entry.point, entry.source) for entry in mountinfo()]
 
 
 def mounts_below(path: Path) -> list[Path]:

@@ -107,14 +107,19 @@ def prepare(build: Build) -> None:
     vmmount.check_not_mounted(config, build.name)
     if is_mount_point(build.root):
         raise InvalidInput(f"{build.root} is mounted: is another build of {build.name} running?")
+    if build.disk.exists():
+        storage.check_existing_disk(build.disk, build.force, partition.minimum_disk_size(),
+                                    config.libvirt_uri)
     # Last, as it asks the network: the archive must offer the suite.
     archive.check_suite(build.distribution, build.suite, bootstrap.archive_mirror(build.plan),
                         config.apt_proxy)
 
 
 def provide_disk(build: Build, stack: ExitStack) -> None:
+    # Checked again: the disk may have changed since prepare().
     build.disk_size = storage.ensure_blank_disk(
-        build.disk, build.config.size, build.force, partition.minimum_disk_size()
+        build.disk, build.config.size, build.force, partition.minimum_disk_size(),
+        build.config.libvirt_uri,
     )
     partition.wipe(build.disk.path, build.disk_size)
     build.device = loopdev.attach(stack, build.disk.path)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hostcreator import inuse, mounts
 from hostcreator.config import Config, StorageKind
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.log import logger
@@ -191,31 +192,71 @@ def check_not_in_use(path: Path, what: str) -> None:
         raise DiskInUse(f"{what} is in use by {', '.join(held)}")
 
 
-def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int) -> int:
-    """Create the disk, or check that an existing one may be used; return its size.
+def check_disk_free(path: Path, what: str, libvirt_uri: str) -> None:
+    """Nothing uses the existing disk PATH (WHAT, for messages); --force never overrides this.
 
-    An existing disk is reused when it holds no partition table or file system,
-    or when FORCE is given. A disk attached to a loop device or held by another
-    device is refused even with FORCE.
+    Refused, each with its own message naming the user: the disk or a partition of it
+    mounted, here or in another mount namespace; attached to a loop device or held by
+    another block device; the disk of a libvirt domain, running or only defined (where
+    libvirt cannot be reached a warning says so and the rest still applies); open in
+    a process (a QEMU started by hand).
     """
-    if not storage.exists():
-        storage.create(size_gib)
-        return storage.size_bytes()
-    size = storage.size_bytes()
-    check_not_in_use(storage.path, storage.describe())
+    loops = [Path(d) for d in loop_devices_of(path)]
+    found = inuse.mounts_of(([path] if path.is_block_device() else []) + loops)
+    if here := [m for m in found if m.holder is None]:
+        raise DiskInUse(f"{what} is mounted: {', '.join(map(str, here))}",
+                        hint=f"unmount it first (umount {here[0].point})")
+    if found:
+        raise DiskInUse(
+            f"{what} is mounted in another mount namespace: {', '.join(map(str, found))}",
+            hint=f"end that process, or unmount it there (nsenter -m -t {found[0].holder} "
+                 f"umount {found[0].point})",
+        )
+    check_not_in_use(path, what)
+    if domains := inuse.domains_with_disk(libvirt_uri, path):
+        raise DiskInUse(f"{what} is the disk of libvirt domain {', '.join(domains)}",
+                        hint="a domain's disk is never built over: shut the domain down and "
+                             "remove it first (virsh destroy / virsh undefine), or choose "
+                             "another name")
+    if pids := mounts.processes_using(path):
+        raise DiskInUse(f"{what} is open in process(es) {mounts.describe_processes(pids)}",
+                        hint="is a VM (QEMU) running from it? stop that process first")
+
+
+def check_existing_disk(storage: Storage, force: bool, minimum_bytes: int,
+                        libvirt_uri: str) -> list[str]:
+    """An existing disk may be built on; returns the signatures FORCE lets it overwrite.
+
+    Nothing may use it (check_disk_free, never overridden), it must hold no partition
+    table or file system unless FORCE is given, and it must be large enough.
+    """
+    check_disk_free(storage.path, storage.describe(), libvirt_uri)
     found = signatures(storage.path)
     if found and not force:
         raise DiskInUse(
             f"{storage.describe()} already holds data ({', '.join(found)})",
             hint="remove it, or pass --force to overwrite it",
         )
-    if found:
-        logger.warning("overwriting %s (%s) as --force was given", storage.describe(),
-                       ", ".join(found))
+    size = storage.size_bytes()
     if size < minimum_bytes:
         raise InvalidInput(
             f"{storage.describe()} has {size / GIB:.1f} GiB, "
             f"at least {minimum_bytes / GIB:.1f} GiB are needed"
         )
+    return found
+
+
+def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int,
+                      libvirt_uri: str) -> int:
+    """Create the disk, or check that an existing one may be used (check_existing_disk);
+    return its size."""
+    if not storage.exists():
+        storage.create(size_gib)
+        return storage.size_bytes()
+    found = check_existing_disk(storage, force, minimum_bytes, libvirt_uri)
+    if found:
+        logger.warning("overwriting %s (%s) as --force was given", storage.describe(),
+                       ", ".join(found))
+    size = storage.size_bytes()
     logger.info("    reusing %s (%.1f GiB)", storage.describe(), size / GIB)
     return size

@@ -224,6 +224,26 @@ def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
 
 LIBVIRT_URI = "qemu:///system"
 
+# A domain of type qemu (TCG works here, KVM does not) on a raw image, console to a file.
+DOMAIN_XML = """\
+<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
+  <!-- QEMU runs as root: the test's image sits below a directory only root may enter. -->
+  <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{image}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'><source path='{console}'/></serial>
+  </devices>
+</domain>
+"""
+
 
 def _libvirt_answers() -> bool:
     result = subprocess.run(["virsh", "-c", LIBVIRT_URI, "version"], capture_output=True,

@@ -15,6 +15,12 @@ LVS_OUTPUT = """\
   web1-disk01|vg0|8589934592|/dev/vg0/web1-disk01
   thin pool|vg0|1073741824|
 """
+# libvirt's own in-process test driver: real answers, no daemon needed.
+TEST_URI = "test:///default"
+
+
+def ensure(disk: storage.Storage, force: bool = False) -> int:
+    return storage.ensure_blank_disk(disk, 4, force, partition.minimum_disk_size(), TEST_URI)
 
 
 def test_lvs_command_and_parsing():
@@ -53,7 +59,7 @@ def test_backend_choice_and_names(tmp_path):
 
 def test_new_image_is_sparse_and_of_the_size_asked(tmp_path):
     disk = storage.FileStorage(tmp_path / "sub" / "a-disk01.img")
-    size = storage.ensure_blank_disk(disk, 4, False, partition.minimum_disk_size())
+    size = ensure(disk)
     assert size == 4 * partition.GIB == disk.path.stat().st_size
     assert disk.path.stat().st_blocks == 0
 
@@ -62,8 +68,7 @@ def test_existing_blank_image_is_reused_with_its_own_size(tmp_path):
     disk = storage.FileStorage(tmp_path / "a-disk01.img")
     with open(disk.path, "wb") as f:
         f.truncate(6 * partition.GIB)
-    assert storage.ensure_blank_disk(disk, 4, False, partition.minimum_disk_size()) == \
-        6 * partition.GIB
+    assert ensure(disk) == 6 * partition.GIB
 
 
 def test_image_holding_a_file_system_is_refused_unless_forced(tmp_path):
@@ -73,10 +78,10 @@ def test_image_holding_a_file_system_is_refused_unless_forced(tmp_path):
     subprocess.run(["mkfs.ext4", "-q", "-F", disk.path], check=True)
     before = disk.path.read_bytes()[:2 * 1024 * 1024]
     with pytest.raises(DiskInUse, match=r"already holds data \(ext4\)") as exc:
-        storage.ensure_blank_disk(disk, 4, False, partition.minimum_disk_size())
+        ensure(disk)
     assert "--force" in exc.value.hint
     assert disk.path.read_bytes()[:2 * 1024 * 1024] == before
-    assert storage.ensure_blank_disk(disk, 4, True, partition.minimum_disk_size())
+    assert ensure(disk, force=True)
 
 
 def test_existing_image_too_small_is_refused(tmp_path):
@@ -84,7 +89,7 @@ def test_existing_image_too_small_is_refused(tmp_path):
     with open(disk.path, "wb") as f:
         f.truncate(2 * partition.GIB)
     with pytest.raises(InvalidInput, match="at least"):
-        storage.ensure_blank_disk(disk, 4, False, partition.minimum_disk_size())
+        ensure(disk)
 
 
 def test_image_path_that_is_a_directory_is_refused(tmp_path):
@@ -102,6 +107,6 @@ def test_image_attached_to_a_loop_device_is_refused_even_when_forced(tmp_path):
                          text=True, check=True).stdout.strip()
     try:
         with pytest.raises(DiskInUse, match=f"in use by {dev}"):
-            storage.ensure_blank_disk(disk, 4, True, partition.minimum_disk_size())
+            ensure(disk, force=True)
     finally:
         subprocess.run(["losetup", "-d", dev], check=True)

@@ -8,31 +8,12 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from conftest import unique_name
+from conftest import DOMAIN_XML, unique_name
 from mountvm import ok, private_copy
 
 from hostcreator import mounts
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.e2e]
-
-DOMAIN_XML = """\
-<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
-  <!-- QEMU runs as root: the test's image sits below a directory only root may enter. -->
-  <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{image}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='file'><source path='{console}'/></serial>
-  </devices>
-</domain>
-"""
 
 
 @pytest.fixture(scope="session")
