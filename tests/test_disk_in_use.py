@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import DOMAIN_XML, run_cli, unique_name
 
-from hostcreator import partition, storage
+from hostcreator import loopdev, mounts, partition, storage
 
 if TYPE_CHECKING:
     from conftest import TestEnv
@@ -131,6 +131,21 @@ def test_a_mounted_disk_is_refused_even_with_force(testenv, tmp_path):
         error = refused(testenv, name, "--force")
     assert f"{image} is mounted: {loop} at {target}" in error
     assert "another mount namespace" not in error
+
+
+def test_a_disk_with_a_partition_mounted_is_refused_even_with_force(testenv, tmp_path):
+    name = unique_name()
+    image = blank_image(testenv, name)
+    subprocess.run(["parted", "--script", image, "mklabel", "gpt", "mkpart", "root", "ext4",
+                    "1MiB", "100%"], check=True)
+    target = tmp_path / "mnt"
+    target.mkdir()
+    with ExitStack() as stack:
+        (part,) = loopdev.wait_for_partitions(loopdev.attach(stack, image), 1)
+        subprocess.run(["mkfs.ext4", "-q", part], check=True)
+        mounts.mount(stack, part, target, fstype="ext4")
+        error = refused(testenv, name, "--force")
+    assert f"{image} is mounted: {part} at {target}" in error
 
 
 def test_a_disk_mounted_only_in_another_namespace_is_refused_even_with_force(testenv, tmp_path):
