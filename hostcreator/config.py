@@ -27,6 +27,9 @@ DEFAULT_FILE = Path("/etc/default/hostcreator")
 LEGACY_FILE = Path("/etc/default/kvm-hostcreator")
 ENV_FILE = "HOSTCREATOR_CONFIG"
 ENV_PREFIX = "HOSTCREATOR_"
+# HOSTCREATOR_* variables that are not settings: the config file's name, the fault
+# injection switch of the tests (faults.py) and the test suite's own.
+NOT_SETTINGS = re.compile(r"HOSTCREATOR_(CONFIG|FAULT|TEST_\w*|REGENERATE)")
 
 
 class StorageKind(StrEnum):
@@ -203,6 +206,9 @@ SETTINGS: tuple[Setting, ...] = (
             "auto (mmdebstrap when installed, else debootstrap), debootstrap or mmdebstrap"),
     Setting("STATE_DIR", "state_dir", _path, _const(Path("/run/hostcreator")),
             "where builds mount disks and keep their locks"),
+    Setting("JOURNAL_DIR", "journal_dir", _path,
+            _const(Path("/var/lib/hostcreator/journal")),
+            "where the journal of every build is kept (it outlives a reboot)"),
     Setting("MOUNT_DIR", "mount_dir", _path, _const(Path("/mnt/hostcreator")),
             "mount-vm mounts the root file system of VM NAME at MOUNT_DIR/NAME"),
     Setting("NETWORK", "network", _text, _const("br0"),
@@ -248,6 +254,7 @@ class Config:
     cache_max_age: int
     bootstrap_tool: BootstrapTool
     state_dir: Path
+    journal_dir: Path
     mount_dir: Path
     network: str
     network_type: NetworkType
@@ -350,7 +357,7 @@ def load(
     from_env = {
         k[len(ENV_PREFIX):]: v
         for k, v in env.items()
-        if k.startswith(ENV_PREFIX) and k != ENV_FILE
+        if k.startswith(ENV_PREFIX) and not NOT_SETTINGS.fullmatch(k)
     }
     _apply(raw, from_env, "environment", strict=False)
     _apply(raw, overrides or {}, "command line", strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import mounts, storage
+from hostcreator import lock, mounts, storage
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
@@ -45,6 +46,7 @@ def command(name: str) -> str:
 class TestEnv:
     """A private configuration: images, logs, hooks and state under one directory."""
 
+    __test__ = False  # not a test class, whatever its name
     base: Path
 
     @property
@@ -72,6 +74,14 @@ class TestEnv:
         return self.base / "mnt"
 
     @property
+    def journal_dir(self) -> Path:
+        return self.base / "journal"
+
+    def journal(self, name: str) -> dict:
+        """NAME's build journal as JSON."""
+        return json.loads((self.journal_dir / f"{name}.json").read_text())
+
+    @property
     def cache_dir(self) -> Path:
         """A private CACHE_DIR whose debs/ is the shared package cache."""
         path = self.base / "cache"
@@ -90,6 +100,7 @@ class TestEnv:
             "HOOK_DIR": str(self.hook_dir),
             "STATE_DIR": str(self.state_dir),
             "MOUNT_DIR": str(self.mount_dir),
+            "JOURNAL_DIR": str(self.journal_dir),
             "CACHE_DIR": str(self.cache_dir),
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
@@ -109,7 +120,8 @@ class TestEnv:
         return path
 
     def leaks(self) -> list[str]:
-        """Loop devices on our images and mounts below our state directory."""
+        """Loop devices on our images, mounts below our directories in any mount namespace,
+        and locks still held."""
         found = []
         if self.image_dir.is_dir():
             for image in self.image_dir.glob("*.img"):
@@ -117,9 +129,17 @@ class TestEnv:
         for top in (self.state_dir, self.mount_dir):
             if top.exists():
                 found += [f"mount {m}" for m in mounts.mounts_below(top)]
+        found += [f"mount {m} in the namespace of {pid}"
+                  for pid, m in mounts_in_other_namespaces(self.base)]
+        locks = self.state_dir / "locks"
+        if locks.is_dir():
+            found += [f"lock {p.stem} held: {holder}" for p in locks.glob("*.lock")
+                      if (holder := lock.held_by(self.state_dir, p.stem))]
         return found
 
     def cleanup(self) -> None:
+        for pid, _point in mounts_in_other_namespaces(self.base):
+            subprocess.run(["kill", "-KILL", str(pid)], check=False)
         for leak in self.leaks():
             if leak.startswith("mount "):
                 mounts.unmount_tree(Path(leak.split()[1]))
@@ -127,6 +147,30 @@ class TestEnv:
             for image in self.image_dir.glob("*.img"):
                 for dev in storage.loop_devices_of(image):
                     subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def mounts_in_other_namespaces(top: Path) -> list[tuple[int, str]]:
+    """(PID, mount point) of mounts at or below TOP in mount namespaces other than ours."""
+    ours = os.readlink("/proc/self/ns/mnt")
+    seen = {ours}
+    found = []
+    prefix = os.path.realpath(top)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            namespace = os.readlink(entry / "ns" / "mnt")
+            if namespace in seen:
+                continue
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue
+        seen.add(namespace)
+        for line in text.splitlines():
+            point = line.split()[4]
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append((int(entry.name), point))
+    return found
 
 
 def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -173,6 +217,15 @@ def testenv(tmp_path_factory: pytest.TempPathFactory):
     leaks = env.leaks()
     env.cleanup()
     assert not leaks, f"left behind: {leaks}"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CACHE_DIR (rootfs cache) shared by the tests that build many VMs: the first fills it."""
+    path = tmp_path_factory.mktemp("shared-cache")
+    (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+    (path / "debs").symlink_to(CACHE_DIR / "debs")
+    return path
 
 
 @dataclass
