@@ -104,6 +104,7 @@ def prepare(build: Build) -> None:
         require_commands(("lvs", "vgs", "lvcreate"))
     build.disk = storage.for_vm(config, build.name)
     build.disk.check()
+    storage.check_size(build.disk, partition.minimum_disk_size())
     vmmount.check_not_mounted(config, build.name)
     if is_mount_point(build.root):
         raise InvalidInput(f"{build.root} is mounted: is another build of {build.name} running?")
