@@ -21,6 +21,7 @@ from hostcreator import (
     cache,
     config,
     distro,
+    identity,
     journal,
     kvm,
     pipeline,
@@ -205,7 +206,8 @@ def boot_test(
                                         "create-ubuntu")],
     config_path: ConfigOption = None,
     sets: SetOption = None,
-    timeout: Annotated[int, typer.Option(help="seconds to wait for the login prompt")] = 600,
+    timeout: Annotated[int, typer.Option(min=1, help="seconds to wait for the login prompt")]
+    = 600,
     accel: Annotated[str, typer.Option(help="tcg (software) or kvm")] = "tcg",
     verbose: VerboseOption = False,
     debug: DebugOption = False,
@@ -214,6 +216,9 @@ def boot_test(
     setup_console(verbose)
 
     def action() -> None:
+        identity.validate_name(name)
+        if accel not in ("tcg", "kvm"):
+            raise InvalidInput(f"--accel {accel!r} is not tcg or kvm")
         cfg = load_config(config_path, sets)
         disk = storage.for_vm(cfg, name)
         if not disk.exists():

@@ -141,6 +141,7 @@ def validate(build: Build) -> None:
         require_commands(("lvs", "vgs", "lvcreate"))
     build.disk = storage.for_vm(config, build.name)
     build.disk.check()
+    storage.check_size(build.disk, partition.minimum_disk_size())
 
 
 def check_previous(build: Build, previous: Journal | None) -> bool:

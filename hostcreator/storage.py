@@ -212,10 +212,20 @@ def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_byte
     if found:
         logger.warning("overwriting %s (%s) as --force was given", storage.describe(),
                        ", ".join(found))
+    check_size(storage, minimum_bytes, size)
+    logger.info("    reusing %s (%.1f GiB)", storage.describe(), size / GIB)
+    return size
+
+
+def check_size(storage: Storage, minimum_bytes: int, size: int | None = None) -> None:
+    """An existing disk must hold the partitions; checked before anything is touched too."""
+    if size is None:
+        if not storage.exists():
+            return
+        size = storage.size_bytes()
     if size < minimum_bytes:
         raise InvalidInput(
             f"{storage.describe()} has {size / GIB:.1f} GiB, "
-            f"at least {minimum_bytes / GIB:.1f} GiB are needed"
+            f"at least {minimum_bytes / GIB:.1f} GiB are needed",
+            hint="remove it (it is made anew with SIZE GiB), or make it bigger",
         )
-    logger.info("    reusing %s (%.1f GiB)", storage.describe(), size / GIB)
-    return size

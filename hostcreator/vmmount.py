@@ -118,6 +118,7 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
     disk.check()
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist")
+    check_partitioned(disk.path, disk.describe())
     require_commands(HOST_COMMANDS)
     with vm_lock(config.state_dir, name, "mount-vm"), _log(config, name):
         already = _already_mounted(config, name, read_only)
@@ -136,6 +137,22 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
                            "replay; what the VM wrote lately may be missing", name,
                            "; ".join(users))
         return _mount(config, name, disk.path, read_only)
+
+
+# Where a GPT header is: LBA 1 of 512- or 4096-byte sectors.
+GPT_HEADERS = (512, 4096)
+
+
+def check_partitioned(path: Path, what: str) -> None:
+    """The disk holds the GPT create-debian writes: checked before a loop device is attached."""
+    try:
+        with open(path, "rb") as f:
+            found = any(os.pread(f.fileno(), 8, at) == b"EFI PART" for at in GPT_HEADERS)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what}: {exc.strerror}") from None
+    if not found:
+        raise InvalidInput(f"{what} holds no GPT partition table: not a disk create-debian made",
+                           hint="mount-vm knows disks with BIOS boot, swap and root partitions")
 
 
 def _already_mounted(config: Config, name: str, read_only: bool) -> Mounted | None:
