@@ -118,7 +118,7 @@ def suite_for(config: Config, distribution: Distribution, name: str, given: str 
 
 
 def validate(build: Build) -> None:
-    """Every check of the input; nothing is touched, no state is read."""
+    """Every check of the input, the archive's answer included; nothing is touched."""
     identity.validate_name(build.name)
     config = build.config
     build.plan = bootstrap.plan(config, build.distribution, build.suite)
@@ -142,6 +142,9 @@ def validate(build: Build) -> None:
     build.disk = storage.for_vm(config, build.name)
     build.disk.check()
     storage.check_size(build.disk, partition.minimum_disk_size())
+    # Last, as it asks the network: the archive must offer the suite.
+    archive.check_suite(build.distribution, build.suite, bootstrap.archive_mirror(build.plan),
+                        config.apt_proxy)
 
 
 def check_previous(build: Build, previous: Journal | None) -> bool:
@@ -185,9 +188,6 @@ def check_state(build: Build, taken_up: Journal | None) -> None:
         raise InvalidInput(f"{build.disk.describe()} is gone: nothing to resume",
                            hint=f"{build.program} {build.name} --restart")
     vmmount.check_not_mounted(config, build.name)
-    # Last, as it asks the network: the archive must offer the suite.
-    archive.check_suite(build.distribution, build.suite, bootstrap.archive_mirror(build.plan),
-                        config.apt_proxy)
 
 
 def start_journal(build: Build, taken_up: Journal | None) -> None:
