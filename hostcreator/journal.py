@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from hostcreator import jsonfile
 from hostcreator.config import SETTINGS, Config
 from hostcreator.log import logger
 
@@ -168,21 +168,7 @@ def path_of(journal_dir: Path, name: str) -> Path:
 def save(journal_dir: Path, journal: Journal) -> None:
     """Replace the journal atomically and durably: a crash leaves the old or the new one."""
     journal.updated = now()
-    path = path_of(journal_dir, journal.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(journal.to_json(), f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    jsonfile.write(path_of(journal_dir, journal.name), journal.to_json())
 
 
 def load(journal_dir: Path, name: str) -> Journal | None:

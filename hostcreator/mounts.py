@@ -30,10 +30,10 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
 
 
-def mount_points() -> list[tuple[Path, str]]:
-    """(mount point, source) of every mount of this process, in mount order."""
+def mount_points(pid: int | str = "self") -> list[tuple[Path, str]]:
+    """(mount point, source) of every mount of this process (or PID's), in mount order."""
     result = []
-    with open("/proc/self/mountinfo") as f:
+    with open(f"/proc/{pid}/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
@@ -51,6 +51,15 @@ def mounts_below(path: Path) -> list[Path]:
 def is_mount_point(path: Path) -> bool:
     top = Path(os.path.realpath(path))
     return any(m == top for m, _ in mount_points())
+
+
+def is_mount_point_of(pid: int, path: Path) -> bool:
+    """Is PATH a mount point in the mount namespace of PID (False when PID is gone)?"""
+    top = Path(os.path.realpath(path))
+    try:
+        return any(m == top for m, _ in mount_points(pid))
+    except OSError:
+        return False
 
 
 def mount(

@@ -59,8 +59,8 @@ def build_root(config: Config, name: str) -> Path:
 def stop_leftovers(config: Config, name: str, record: Journal | None) -> Cleared:
     """Stop what a killed build of NAME still runs and unmount what it mounted."""
     cleared = Cleared()
-    if record is not None and record.namespace and record.status is Status.RUNNING \
-            and record.namespace != mounts.current_namespace():
+    if record is not None and _namespace_still_the_builds(record):
+        assert record.namespace is not None
         cleared.stopped = mounts.stop_namespace(record.namespace)
     for root in {build_root(config, name), *([record.root] if record and record.root else [])}:
         leftovers = mounts.mounts_below(root)
@@ -68,6 +68,21 @@ def stop_leftovers(config: Config, name: str, record: Journal | None) -> Cleared
             mounts.unmount_tree(root)
             cleared.unmounted += leftovers
     return cleared
+
+
+def _namespace_still_the_builds(record: Journal) -> bool:
+    """Is the namespace the journal names still that of the killed build?
+
+    Namespace identities are reused once a namespace is gone (after a reboot, or
+    when its last process ended): only a namespace in which the build's root is
+    mounted is the build's, never one that merely has the same number now.
+    """
+    if record.status is not Status.RUNNING or not record.namespace or record.root is None:
+        return False
+    if record.namespace == mounts.current_namespace():
+        return False
+    pids = mounts.processes_in_namespace(record.namespace)
+    return bool(pids) and mounts.is_mount_point_of(pids[0], record.root)
 
 
 def clear_build(config: Config, name: str, disk: Path) -> Cleared:

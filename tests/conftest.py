@@ -245,22 +245,29 @@ class BuiltVM:
         return target
 
 
+def access_settings(env: TestEnv) -> dict[str, str]:
+    """Root's password and key for ENV's VMs: the tests check that they work from inside,
+    and that neither shows up in a log, a command line, a hook or a journal."""
+    secret = env.base / "root-password"
+    secret.write_text(f"{ROOT_PASSWORD_PREFIX}{secrets.token_hex(8)}\n")
+    secret.chmod(0o600)
+    keys = env.base / "authorized_keys"
+    keys.write_text(TEST_SSH_KEY + "\n")
+    return {"ROOT_PASSWORD_FILE": str(secret), "SSH_AUTHORIZED_KEYS": str(keys)}
+
+
 def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
               suite: str | None, **settings: str):
     """A VM built by the real create-<distribution>, with the report hook installed."""
     if not _is_root():
         pytest.skip("needs root")
     env = TestEnv(tmp_path_factory.mktemp(f"{distribution}-vm"))
-    # Root's password and key: the tests check they work and that the password
-    # shows up in no log.
-    secret = env.base / "root-password"
-    secret.write_text(f"{ROOT_PASSWORD_PREFIX}{secrets.token_hex(8)}\n")
-    secret.chmod(0o600)
-    keys = env.base / "authorized_keys"
-    keys.write_text(TEST_SSH_KEY + "\n")
-    env.write(ROOT_PASSWORD_FILE=str(secret), SSH_AUTHORIZED_KEYS=str(keys), **settings)
+    env.write(**access_settings(env), **settings)
     shutil.copy(DATA / "report-postconfig.sh", env.hook_dir / "postconfig.sh")
     (env.hook_dir / "postconfig.sh").chmod(0o755)
+    # What a hook is given, for the secrets test: its arguments and its environment.
+    env.install_hook("postunpack.sh", f'#!/bin/sh\necho "$@" > {env.base}/hook-seen\n'
+                     f'env >> {env.base}/hook-seen\n')
     name = unique_name()
     program = f"create-{distribution}"
     result = run_cli(program, name, *([suite] if suite else []), "--config", str(env.config))

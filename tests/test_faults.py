@@ -19,9 +19,8 @@ import pytest
 from conftest import (
     DATA,
     DEBIAN_SUITE,
-    ROOT_PASSWORD_PREFIX,
-    TEST_SSH_KEY,
     TestEnv,
+    access_settings,
     command,
     run_cli,
     unique_name,
@@ -99,12 +98,7 @@ def _environ() -> dict[str, str]:
 
 def report_env(env: TestEnv, **settings: str) -> None:
     """The test configuration with root's password and key and the guest's report hook."""
-    secret = env.base / "root-password"
-    secret.write_text(f"{ROOT_PASSWORD_PREFIX}fault\n")
-    secret.chmod(0o600)
-    keys = env.base / "authorized_keys"
-    keys.write_text(TEST_SSH_KEY + "\n")
-    env.write(ROOT_PASSWORD_FILE=str(secret), SSH_AUTHORIZED_KEYS=str(keys), **settings)
+    env.write(**access_settings(env), **settings)
     shutil.copy(DATA / "report-postconfig.sh", env.hook_dir / "report.sh")
     (env.hook_dir / "report.sh").chmod(0o755)
 
