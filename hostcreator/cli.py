@@ -21,9 +21,12 @@ from hostcreator import (
     cache,
     config,
     distro,
+    identity,
+    journal,
     kvm,
     pipeline,
     qemu,
+    recover,
     storage,
     vmmount,
 )
@@ -66,6 +69,13 @@ NoCacheOption = Annotated[
 RefreshCacheOption = Annotated[
     bool, typer.Option("--refresh-cache", help="bootstrap afresh and replace the rootfs cache "
                        "entry")
+]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="go on with NAME's unfinished build after its last "
+                       "finished stage (what the earlier run left is cleaned up first)")
+]
+RestartOption = Annotated[
+    bool, typer.Option("--restart", help="start NAME's unfinished build over, on its disk")
 ]
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="show every command and its output")
@@ -136,6 +146,14 @@ def cache_mode(no_cache: bool, refresh_cache: bool) -> cache.Mode:
     return cache.Mode.REFRESH if refresh_cache else cache.Mode.USE
 
 
+def build_mode(resume: bool, restart: bool) -> pipeline.Mode:
+    if resume and restart:
+        raise InvalidInput("--resume and --restart exclude each other")
+    if resume:
+        return pipeline.Mode.RESUME
+    return pipeline.Mode.RESTART if restart else pipeline.Mode.NEW
+
+
 def create_command(distribution: str) -> Callable[..., None]:
     def command(
         name: Annotated[str, typer.Argument(help="name of the VM: host name and disk name")],
@@ -154,6 +172,8 @@ def create_command(distribution: str) -> Callable[..., None]:
         insecure: InsecureOption = False,
         no_cache: NoCacheOption = False,
         refresh_cache: RefreshCacheOption = False,
+        resume: ResumeOption = False,
+        restart: RestartOption = False,
         verbose: VerboseOption = False,
         debug: DebugOption = False,
         version: VersionOption = False,
@@ -165,8 +185,9 @@ def create_command(distribution: str) -> Callable[..., None]:
                               VG_NAME=vg, IMAGE_DIR=image_dir, MIRROR=mirror,
                               INSECURE_NO_SIGNATURE_CHECK="yes" if insecure else None)
             dist = distro.get(distribution)
-            suite = distr or cfg.distr or dist.default_suite
-            build = pipeline.Build(cfg, dist, name, suite, force=force,
+            mode = build_mode(resume, restart)
+            suite = pipeline.suite_for(cfg, dist, name, distr, mode)
+            build = pipeline.Build(cfg, dist, name, suite, force=force, mode=mode,
                                    cache_mode=cache_mode(no_cache, refresh_cache))
             pipeline.create(build)
 
@@ -185,7 +206,8 @@ def boot_test(
                                         "create-ubuntu")],
     config_path: ConfigOption = None,
     sets: SetOption = None,
-    timeout: Annotated[int, typer.Option(help="seconds to wait for the login prompt")] = 600,
+    timeout: Annotated[int, typer.Option(min=1, help="seconds to wait for the login prompt")]
+    = 600,
     accel: Annotated[str, typer.Option(help="tcg (software) or kvm")] = "tcg",
     verbose: VerboseOption = False,
     debug: DebugOption = False,
@@ -194,6 +216,9 @@ def boot_test(
     setup_console(verbose)
 
     def action() -> None:
+        identity.validate_name(name)
+        if accel not in ("tcg", "kvm"):
+            raise InvalidInput(f"--accel {accel!r} is not tcg or kvm")
         cfg = load_config(config_path, sets)
         disk = storage.for_vm(cfg, name)
         if not disk.exists():
@@ -303,13 +328,56 @@ def umount_vm(
     guarded("umount-vm", debug, action)
 
 
+def cleanup(
+    name: VmNameArgument,
+    config_path: ConfigOption = None,
+    sets: SetOption = None,
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Undo what a killed create-debian/create-ubuntu of NAME left: processes, mounts, loop
+    devices; its journal then says where the build stopped (--resume goes on from there)."""
+    setup_console(verbose)
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        cleared, record = recover.cleanup(cfg, name)
+        if cleared.nothing:
+            logger.info("%s: nothing was left to clean up", name)
+        else:
+            logger.info("%s: %s", name, cleared.describe())
+        if record is None:
+            logger.info("%s has no build journal", name)
+        elif record.finished:
+            logger.info("%s: its build %s", name, record.describe())
+        else:
+            logger.info("%s: its build %s\n  go on:      create-%s %s --resume\n"
+                        "  start over: create-%s %s --restart", name, record.describe(),
+                        record.distribution, name, record.distribution, name)
+
+    guarded("cleanup", debug, action)
+
+
 def status(
     config_path: ConfigOption = None,
     sets: SetOption = None,
 ) -> None:
-    """List the VMs mounted by mount-vm (and half-mounted ones: umount-vm clears them)."""
+    """List the VMs mounted by mount-vm (and half-mounted ones: umount-vm clears them) and
+    the builds that are running or did not finish."""
     setup_console(False)
-    guarded("status", False, lambda: _print_listing(load_config(config_path, sets)))
+
+    def action() -> None:
+        cfg = load_config(config_path, sets)
+        _print_listing(cfg)
+        unfinished = [(name, record) for name in journal.names(cfg.journal_dir)
+                      if (record := journal.load(cfg.journal_dir, name)) and not record.finished]
+        for name, record in unfinished:
+            typer.echo(f"build of {name} ({record.distribution} {record.suite}) "
+                       f"{recover.describe(cfg, name, record)}")
+        if not unfinished:
+            logger.info("no build is running or unfinished (JOURNAL_DIR=%s)", cfg.journal_dir)
+
+    guarded("status", False, action)
 
 
 WAIT_DEFAULT = 600
@@ -448,6 +516,7 @@ app.command("config")(show_config)
 app.command("mount-vm")(mount_vm)
 app.command("umount-vm")(umount_vm)
 app.command("status")(status)
+app.command("cleanup")(cleanup)
 app.add_typer(cache_app, name="cache")
 
 

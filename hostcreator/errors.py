@@ -68,3 +68,9 @@ class DomainExists(HostCreatorError):
     """A libvirt domain of that name exists already; nothing was changed."""
 
     exit_code = 5
+
+
+class UnfinishedBuild(HostCreatorError):
+    """An earlier build of the VM did not finish; it is resumed or restarted only when asked."""
+
+    exit_code = 6

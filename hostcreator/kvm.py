@@ -18,9 +18,15 @@ from pathlib import Path
 
 import libvirt
 
-from hostcreator import bootwait, domain, identity, storage, virt, vmmount
+from hostcreator import bootwait, domain, identity, journal, recover, storage, virt, vmmount
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
-from hostcreator.errors import DiskInUse, DomainExists, HostCreatorError, InvalidInput
+from hostcreator.errors import (
+    DiskInUse,
+    DomainExists,
+    HostCreatorError,
+    InvalidInput,
+    UnfinishedBuild,
+)
 from hostcreator.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
 
@@ -66,8 +72,19 @@ def local_disk(config: Config, name: str) -> storage.Storage:
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist",
                            hint=f"build it first: create-debian {name}")
     vmmount.check_not_mounted(config, name)
+    check_build_finished(config, name)
     storage.check_not_in_use(disk.path, disk.describe())
     return disk
+
+
+def check_build_finished(config: Config, name: str) -> None:
+    """A disk whose build did not finish (or is still running) is not booted."""
+    record = journal.load(config.journal_dir, name)
+    if record is not None and not record.finished:
+        raise UnfinishedBuild(
+            f"the build of {name} did not finish: it {recover.describe(config, name, record)}",
+            hint=f"finish it first: create-{record.distribution} {name} --resume (or --restart)",
+        )
 
 
 def check_locally(config: Config, name: str) -> storage.Storage:

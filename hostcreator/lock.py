@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,11 +30,39 @@ def vm_lock(state_dir: Path, name: str, purpose: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise Busy(f"{name} is busy: {holder}") from None
+            raise Busy(f"{name} is busy: {_holder(fd)}",
+                       hint="wait until it ends; other names can be worked on meanwhile") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{purpose} by PID {os.getpid()}\n".encode(), 0)
         yield
         os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """What the lock file says of its holder, who may have just taken it and not yet written."""
+    for _ in range(20):
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "another hostcreator process"
+
+
+def held_by(state_dir: Path, name: str) -> str | None:
+    """Who holds NAME's lock now ('create-debian by PID 123'), or None when nobody does."""
+    path = state_dir / "locks" / f"{name}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
     finally:
         os.close(fd)

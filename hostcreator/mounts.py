@@ -10,7 +10,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
@@ -49,9 +49,9 @@ def mountinfo(path: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
     return result
 
 
-def mount_points() -> list[tuple[Path, str]]:
-    """(mount point, source) of every mount of this process, in mount order."""
-    return [(entry.point, entry.source) for entry in mountinfo()]
+def mount_points(pid: int | str = "self") -> list[tuple[Path, str]]:
+    """(mount point, source) of every mount of this process (or PID's), in mount order."""
+    return [(entry.point, entry.source) for entry in mountinfo(Path(f"/proc/{pid}/mountinfo"))]
 
 
 def mounts_below(path: Path) -> list[Path]:
@@ -64,6 +64,15 @@ def mounts_below(path: Path) -> list[Path]:
 def is_mount_point(path: Path) -> bool:
     top = Path(os.path.realpath(path))
     return any(m == top for m, _ in mount_points())
+
+
+def is_mount_point_of(pid: int, path: Path) -> bool:
+    """Is PATH a mount point in the mount namespace of PID (False when PID is gone)?"""
+    top = Path(os.path.realpath(path))
+    try:
+        return any(m == top for m, _ in mount_points(pid))
+    except OSError:
+        return False
 
 
 def mount(
@@ -96,16 +105,21 @@ def processes_below(path: Path) -> list[int]:
 
 def stop_processes_below(path: Path) -> None:
     """Stop what still runs inside a chroot (gpg-agent, dirmngr, a killed dpkg...)."""
+    _stop_all(lambda: processes_below(path), f"still running below {path}")
+
+
+def _stop_all(find: Callable[[], list[int]], where: str) -> None:
+    """SIGTERM what FIND finds, then SIGKILL what is left, waiting a moment after each."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = processes_below(path)
+        pids = find()
         if not pids:
             return
-        logger.debug("sending %s to %s still running below %s", sig.name, pids, path)
+        logger.debug("sending %s to %s %s", sig.name, pids, where)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while time.monotonic() < deadline and processes_below(path):
+        while time.monotonic() < deadline and find():
             time.sleep(0.1)
 
 
@@ -180,20 +194,54 @@ def unmount_tree(path: Path, *, stop_processes: bool = True) -> None:
                 run(["umount", "--lazy", point])
 
 
-def shared_mount_point(stack: ExitStack, path: Path) -> Path:
-    """Make PATH a shared mount (a bind mount on itself); STACK undoes it.
-
-    Mounts made on it then reach, with their unmounts, the mount namespaces
-    cloned from ours meanwhile: libvirt gives every VM one (a slave copy of the
-    host's), and without this a VM started during a build keeps the build's file
-    system mounted, and its loop device attached, after we unmount it here.
-    """
-    mount(stack, path, path, bind=True)
-    run(["mount", "--make-shared", path])
-    return path
-
-
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+CLONE_NEWNS = 0x00020000
+
+
+def current_namespace() -> str:
+    """The identity of this process's mount namespace, e.g. 'mnt:[4026532301]'."""
+    return os.readlink("/proc/self/ns/mnt")
+
+
+def private_namespace() -> str:
+    """Move this process (and what it starts from now on) into a mount namespace of its own.
+
+    Its mounts are seen by it and its children only: no other process ever sees
+    a half-built tree, a namespace libvirt clones for a VM meanwhile gets none of
+    them, and when the last process in it ends - killed or not - the kernel
+    unmounts them all. The host's mounts still reach it (a slave of the host).
+    Returns the identity of the new namespace.
+    """
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise HostCreatorError(f"cannot make a private mount namespace: {os.strerror(err)}")
+    run(["mount", "--make-rslave", "/"])
+    return current_namespace()
+
+
+def processes_in_namespace(namespace: str) -> list[int]:
+    """PIDs (not ours) in the mount namespace NAMESPACE."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "ns" / "mnt") == namespace:
+                    pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def stop_namespace(namespace: str) -> list[int]:
+    """Stop every process in NAMESPACE (never ours): its mounts then go with it.
+
+    Returns the PIDs that were found there.
+    """
+    if namespace == current_namespace():
+        raise HostCreatorError(f"refusing to stop the processes of our own namespace {namespace}")
+    found = processes_in_namespace(namespace)
+    _stop_all(lambda: processes_in_namespace(namespace), f"in the mount namespace {namespace}")
+    return found
 
 
 def syncfs(path: Path) -> None:

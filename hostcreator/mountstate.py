@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostcreator import jsonfile
 from hostcreator.log import logger
 
 VERSION = 1
@@ -74,15 +74,7 @@ def exists(state_dir: Path, name: str) -> bool:
 
 def save(state_dir: Path, state: MountState) -> None:
     """Replace the state file atomically: a reader sees the old or the new, never half."""
-    path = path_of(state_dir, state.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(state.to_json(), f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    jsonfile.write(path_of(state_dir, state.name), state.to_json())
 
 
 def _read(path: Path) -> MountState | None:
@@ -103,7 +95,7 @@ def load(state_dir: Path, name: str) -> MountState | None:
 def remove(state_dir: Path, name: str) -> None:
     path = path_of(state_dir, name)
     path.unlink(missing_ok=True)
-    path.with_suffix(".json.tmp").unlink(missing_ok=True)
+    jsonfile.tmp_of(path).unlink(missing_ok=True)
 
 
 def names(state_dir: Path) -> list[str]:

@@ -1,18 +1,29 @@
 """create-debian / create-ubuntu: the recipe, one verb-named step per stage.
 
-Everything is checked before anything is touched (prepare()); then every
-resource is acquired with its undo registered on one ExitStack, so that the
-disk is unmounted and detached on success, on error and on SIGINT/SIGTERM
-alike.
+Every input is checked before anything is touched (validate()); then NAME's
+lock is taken, so that a second run for NAME stops at once naming the first,
+and the state is checked (an unfinished earlier build, the disk, the archive).
+The build runs in a mount namespace of its own: nobody else sees its mounts,
+and they vanish with it whatever kills it. Every resource is acquired with its
+undo registered on one ExitStack, so that the disk is unmounted and detached on
+success, on error and on SIGINT/SIGTERM alike.
+
+Each stage is written down in the build journal (journal.py) as it starts and
+ends. A build that did not finish is resumed after its last finished stage
+(Mode.RESUME): a stage finished earlier only re-establishes what the later ones
+need of it (the loop device, the mounts, the chroot); the stage that was cut off
+runs again from its start.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import time
+import shutil
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from hostcreator import (
@@ -22,11 +33,14 @@ from hostcreator import (
     bootstrap,
     cache,
     chroot,
+    faults,
     fstab,
     hooks,
     identity,
+    journal,
     loopdev,
     partition,
+    recover,
     skeleton,
     sources,
     storage,
@@ -34,21 +48,21 @@ from hostcreator import (
 )
 from hostcreator.config import Config, StorageKind
 from hostcreator.distro import Distribution
-from hostcreator.errors import HostCreatorError, InvalidInput
+from hostcreator.errors import Interrupted, InvalidInput, UnfinishedBuild
+from hostcreator.journal import Journal, Status
 from hostcreator.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
-from hostcreator.mounts import (
-    is_mount_point,
-    mount,
-    namespaces_holding,
-    shared_mount_point,
-    syncfs,
-)
+from hostcreator.mounts import mount, private_namespace, syncfs
 from hostcreator.run import require_commands
 
 HOST_COMMANDS = ("debootstrap", "rsync", "losetup", "partx", "wipefs", "mkswap",
                  "mkfs.ext4", "tune2fs", "mount", "umount", "chroot")
-STAGES = 9
+
+
+class Mode(StrEnum):
+    NEW = "new"
+    RESUME = "resume"  # go on after the last finished stage of an unfinished build
+    RESTART = "restart"  # start an unfinished build over, on its own disk
 
 
 @dataclass
@@ -61,6 +75,10 @@ class Build:
     suite: str
     force: bool = False
     cache_mode: cache.Mode = cache.Mode.USE
+    mode: Mode = Mode.NEW
+    # The disk is the one an unfinished build of NAME claimed (resume, restart).
+    own_disk: bool = False
+    record: Journal = field(init=False)
     disk: storage.Storage = field(init=False)
     plan: bootstrap.BootstrapPlan = field(init=False)
     skel: Path = field(init=False)
@@ -73,15 +91,34 @@ class Build:
 
     @property
     def root(self) -> Path:
-        return self.config.state_dir / "build" / self.name
+        return recover.build_root(self.config, self.name)
 
     @property
     def log_path(self) -> Path:
         return self.config.log_dir / f"{self.name}.log"
 
+    @property
+    def program(self) -> str:
+        return f"create-{self.distribution.name}"
 
-def prepare(build: Build) -> None:
-    """Every check that can be made before anything is touched."""
+    def save(self) -> None:
+        journal.save(self.config.journal_dir, self.record)
+
+
+def suite_for(config: Config, distribution: Distribution, name: str, given: str | None,
+              mode: Mode) -> str:
+    """The suite named, else the one of the build being resumed, else DISTR or the default."""
+    if given:
+        return given
+    if mode is Mode.RESUME:
+        previous = journal.load(config.journal_dir, name)
+        if previous is not None and previous.distribution == distribution.name:
+            return previous.suite
+    return config.distr or distribution.default_suite
+
+
+def validate(build: Build) -> None:
+    """Every check of the input, the archive's answer included; nothing is touched."""
     identity.validate_name(build.name)
     config = build.config
     build.plan = bootstrap.plan(config, build.distribution, build.suite)
@@ -104,55 +141,151 @@ def prepare(build: Build) -> None:
         require_commands(("lvs", "vgs", "lvcreate"))
     build.disk = storage.for_vm(config, build.name)
     build.disk.check()
-    vmmount.check_not_mounted(config, build.name)
-    if is_mount_point(build.root):
-        raise InvalidInput(f"{build.root} is mounted: is another build of {build.name} running?")
-    if build.disk.exists():
-        storage.check_existing_disk(build.disk, build.force, partition.minimum_disk_size(),
-                                    config.libvirt_uri)
+    storage.check_size(build.disk, partition.minimum_disk_size())
     # Last, as it asks the network: the archive must offer the suite.
     archive.check_suite(build.distribution, build.suite, bootstrap.archive_mirror(build.plan),
                         config.apt_proxy)
 
 
-def provide_disk(build: Build, stack: ExitStack) -> None:
-    # Checked again: the disk may have changed since prepare().
-    build.disk_size = storage.ensure_blank_disk(
-        build.disk, build.config.size, build.force, partition.minimum_disk_size(),
-        build.config.libvirt_uri,
-    )
-    partition.wipe(build.disk.path, build.disk_size)
+def check_previous(build: Build, previous: Journal | None) -> bool:
+    """May this run go ahead, given NAME's journal? True when an unfinished build is taken up."""
+    resume = f"{build.program} {build.name} --resume"
+    if previous is None or previous.finished:
+        if build.mode is Mode.RESUME:
+            where = journal.path_of(build.config.journal_dir, build.name)
+            what = (f"its build finished at {previous.updated}" if previous
+                    else f"it has no build journal ({where})")
+            raise InvalidInput(f"nothing to resume for {build.name}: {what}")
+        return False
+    if previous.distribution != build.distribution.name:
+        raise InvalidInput(
+            f"{build.name} has an unfinished {previous.distribution} build",
+            hint=f"create-{previous.distribution} {build.name} --resume or --restart",
+        )
+    if os.path.realpath(previous.disk) != os.path.realpath(build.disk.path):
+        raise InvalidInput(f"the unfinished build of {build.name} was on {previous.disk}, "
+                           f"the configuration now names {build.disk.path}",
+                           hint="use the configuration the build began with")
+    if build.mode is Mode.NEW:
+        raise UnfinishedBuild(
+            f"the build of {build.name} did not finish: it {previous.describe()}",
+            hint=f"go on after its last finished stage: {resume}; start it over: "
+                 f"{build.program} {build.name} --restart; only undo what it left: "
+                 f"hostcreator cleanup {build.name}",
+        )
+    if build.mode is Mode.RESUME and previous.suite != build.suite:
+        raise InvalidInput(f"the unfinished build of {build.name} is of {previous.suite}, "
+                           f"not {build.suite}", hint=f"{resume} (or --restart for {build.suite})")
+    build.own_disk = True
+    return True
+
+
+def check_state(build: Build, taken_up: Journal | None) -> None:
+    """What must hold of the host before the build starts (NAME's lock is held)."""
+    config = build.config
+    if taken_up is not None and build.mode is Mode.RESUME and "disk" in taken_up.done \
+            and not build.disk.exists():
+        raise InvalidInput(f"{build.disk.describe()} is gone: nothing to resume",
+                           hint=f"{build.program} {build.name} --restart")
+    vmmount.check_not_mounted(config, build.name)
+    if build.disk.exists():
+        # Nothing uses the disk, and it holds no data unless --force (or it is the disk
+        # of the unfinished build taken up): before the journal is written.
+        storage.check_existing_disk(build.disk, build.force or build.own_disk,
+                                    partition.minimum_disk_size(), config.libvirt_uri)
+
+
+def start_journal(build: Build, taken_up: Journal | None) -> None:
+    if taken_up is not None and build.mode is Mode.RESUME:
+        record = taken_up
+        changed = sorted(k for k, v in journal.settings_of(build.config).items()
+                         if record.settings.get(k, v) != v)
+        if changed:
+            logger.warning("warning: settings changed since the build began, the rest of it "
+                           "uses the new ones: %s", ", ".join(changed))
+    else:
+        record = Journal(build.name, build.distribution.name, build.suite, build.disk.path)
+    record.begin_run(os.getpid(), journal.settings_of(build.config),
+                     resumed=build.mode is Mode.RESUME and taken_up is not None)
+    build.record = record
+    build.save()
+
+
+# --- the steps: STEP(build, stack, done); with done, the stage finished in an earlier run
+# and only what the later stages need of it is re-established. --------------------------
+
+def provide_disk(build: Build, stack: ExitStack, done: bool) -> None:
+    if done:
+        build.disk_size = build.disk.size_bytes()
+    else:
+        # Checked again: the disk may have changed since check_state().
+        build.disk_size = storage.ensure_blank_disk(
+            build.disk, build.config.size, build.force or build.own_disk,
+            partition.minimum_disk_size(), build.config.libvirt_uri,
+        )
+        partition.wipe(build.disk.path, build.disk_size)
     build.device = loopdev.attach(stack, build.disk.path)
+    build.record.loop = build.device
+    build.save()
 
 
-def partition_disk(build: Build) -> None:
+def partition_disk(build: Build, stack: ExitStack, done: bool) -> None:
     plan = partition.layout(build.disk_size)
+    if done:
+        build.partitions = loopdev.wait_for_partitions(build.device, len(plan.parts))
+        record = build.record
+        assert record.root_uuid and record.swap_uuid, "partitions done without their UUIDs"
+        build.filesystems = partition.FileSystems(record.root_uuid, record.swap_uuid)
+        return
     partition.write_table(build.device, plan)
     build.partitions = loopdev.wait_for_partitions(build.device, len(plan.parts))
     _bios, swap, root = build.partitions
     build.filesystems = partition.make_filesystems(swap, root, build.name)
+    build.record.root_uuid = build.filesystems.root_uuid
+    build.record.swap_uuid = build.filesystems.swap_uuid
+    build.save()
 
 
-def bootstrap_root(build: Build, stack: ExitStack) -> None:
+def bootstrap_root(build: Build, stack: ExitStack, done: bool) -> None:
     build.root.mkdir(parents=True, exist_ok=True)
-    shared_mount_point(stack, build.root)
     # No cache flushes to the disk while building (every fsync would reach the
     # host's disk through the loop device): the disk is flushed once at the end.
     mount(stack, build.partitions[2], build.root, fstype="ext4", options=("nobarrier",))
+    build.record.root = build.root
+    build.save()
+    if done:
+        return
+    empty_root(build.root)
     config = build.config
     build.rootfs = cache.provide_root(build.plan, build.root, cache_dir=config.cache_dir,
                                       max_age_days=config.cache_max_age,
                                       mode=build.cache_mode, apt_proxy=config.apt_proxy)
+    build.record.rootfs = build.rootfs.note
+    build.save()
 
 
-def install_skeleton(build: Build) -> None:
-    sources.write(build.root, build.distribution, build.suite, build.config.security_mirror)
-    edited = skeleton.install(build.skel, build.root, build.suite)
-    logger.debug("%%DISTR%% replaced in %s", ", ".join(map(str, edited)) or "no file")
-    skeleton.copy_resolv_conf(build.root)
-    fstab.write(build.root, build.filesystems)
-    chroot.apt_proxy_conf(build.root, build.config.apt_proxy)
-    chroot.dpkg_unsafe_io(build.root, True)
+def empty_root(root: Path) -> None:
+    """Remove what an earlier run, cut off in the bootstrap, left in the root file system."""
+    leftovers = [p for p in root.iterdir() if p.name != "lost+found"]
+    if leftovers:
+        logger.info("    removing the half-bootstrapped tree an earlier run left")
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def install_skeleton(build: Build, stack: ExitStack, done: bool) -> None:
+    if not done:
+        sources.write(build.root, build.distribution, build.suite, build.config.security_mirror)
+        edited = skeleton.install(build.skel, build.root, build.suite)
+        logger.debug("%%DISTR%% replaced in %s", ", ".join(map(str, edited)) or "no file")
+        skeleton.copy_resolv_conf(build.root)
+        fstab.write(build.root, build.filesystems)
+        chroot.apt_proxy_conf(build.root, build.config.apt_proxy)
+        chroot.dpkg_unsafe_io(build.root, True)
+    enter_chroot(build, stack)
 
 
 def enter_chroot(build: Build, stack: ExitStack) -> None:
@@ -162,13 +295,17 @@ def enter_chroot(build: Build, stack: ExitStack) -> None:
                  {fs.root_uuid: root_part, fs.swap_uuid: swap_part})
 
 
-def run_postunpack_hook(build: Build) -> None:
+def run_postunpack_hook(build: Build, stack: ExitStack, done: bool) -> None:
+    if done:
+        return
     identity.set_hostname(build.root, build.name)
     identity.add_root_aliases(build.root)
     _hook(build, hooks.POSTUNPACK)
 
 
-def install_in_chroot(build: Build) -> None:
+def install_in_chroot(build: Build, stack: ExitStack, done: bool) -> None:
+    if done:
+        return
     config = build.config
     chroot.run_in(
         build.root,
@@ -187,13 +324,23 @@ def install_in_chroot(build: Build) -> None:
         access.install_authorized_keys(build.root, config.ssh_authorized_keys)
 
 
-def run_postconfig_hook(build: Build) -> None:
-    _hook(build, hooks.POSTCONFIG)
+def run_postconfig_hook(build: Build, stack: ExitStack, done: bool) -> None:
+    if not done:
+        _hook(build, hooks.POSTCONFIG)
 
 
-def install_boot_loader(build: Build) -> None:
-    bootloader.install(build.root, build.distribution.grub_script, build.device,
-                       build.filesystems)
+def install_boot_loader(build: Build, stack: ExitStack, done: bool) -> None:
+    if not done:
+        bootloader.install(build.root, build.distribution.grub_script, build.device,
+                           build.filesystems)
+
+
+def finish(build: Build, stack: ExitStack, done: bool) -> None:
+    if not done:
+        finish_root(build)
+    faults.point("before:release")
+    stack.close()
+    flush(build)
 
 
 def finish_root(build: Build) -> None:
@@ -210,33 +357,33 @@ def _hook(build: Build, hook: str) -> None:
                    build.distribution.name)
 
 
-RELEASE_WAIT_SECONDS = 30.0
-
-
-def wait_for_release(build: Build) -> None:
-    """The disk's loop device must be gone: only then is the file system shut down.
-
-    It stays when the file system is still mounted in another mount namespace
-    (cloned while we built): umount here then only removed our view of it.
-    """
-    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
-    while loops := storage.loop_devices_of(build.disk.path):
-        if time.monotonic() > deadline:
-            holders = [h for loop in loops for h in namespaces_holding(Path(loop))]
-            raise HostCreatorError(
-                f"{build.disk.describe()} is still attached to {', '.join(loops)}: its file "
-                f"system is still mounted in the mount namespace of {', '.join(holders)}",
-                hint="the build was written out; do not start the VM before that process "
-                "ends or unmounts it (umount in its namespace: nsenter -m -t PID umount ...)",
-            )
-        time.sleep(0.2)
-
-
 def flush(build: Build) -> None:
-    """Everything on the disk before success is reported."""
-    wait_for_release(build)
+    """Everything on the disk before success is reported: the loop device gone, then fsync."""
+    loopdev.wait_released(build.disk.path, hint="the build was written out; do not start the "
+                          "VM before what holds it has let go of it")
     with open(build.disk.path, "rb") as f:
         os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str  # as the journal names it
+    title: str
+    run: Callable[[Build, ExitStack, bool], None]
+
+
+STEPS = (
+    Step("disk", "disk", provide_disk),
+    Step("partitions", "partitions and file systems", partition_disk),
+    Step("bootstrap", "bootstrap {suite}", bootstrap_root),
+    Step("skeleton", "skeleton", install_skeleton),
+    Step("postunpack", "postunpack hook", run_postunpack_hook),
+    Step("install", "chroot install", install_in_chroot),
+    Step("postconfig", "postconfig hook", run_postconfig_hook),
+    Step("bootloader", "boot loader", install_boot_loader),
+    Step("finish", "finish", finish),
+)
+assert tuple(s.stage for s in STEPS) == journal.STAGES
 
 
 def peak_rss_mb() -> int:
@@ -244,37 +391,60 @@ def peak_rss_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
+def run_steps(build: Build, progress: Progress) -> None:
+    """Every stage not finished earlier, each one written down as it starts and ends."""
+    record = build.record
+    with ExitStack() as stack:
+        # From here on nobody else sees our mounts, and they die with us.
+        record.namespace = private_namespace()
+        build.save()
+        for step in STEPS:
+            done = step.stage in record.done
+            faults.point(f"before:{step.stage}")
+            with progress.stage(step.title.format(suite=build.suite)):
+                record.begin(step.stage)
+                build.save()
+                step.run(build, stack, done)
+                if done:
+                    progress.note("done in an earlier run")
+                elif step.stage == "bootstrap":
+                    progress.note(build.rootfs.note)
+                record.end(step.stage)
+                build.save()
+            faults.point(f"after:{step.stage}")
+
+
 def create(build: Build) -> Progress:
-    """Run the whole recipe for BUILD; returns the timings."""
-    prepare(build)
-    progress = Progress(total=STAGES)
-    with vm_lock(build.config.state_dir, build.name, f"create-{build.distribution.name}"), \
-            log_file(build.log_path):
-        logger.info("building %s (%s %s) on %s; log: %s", build.name, build.distribution.name,
-                    build.suite, build.disk.describe(), build.log_path)
-        with ExitStack() as stack:
-            with progress.stage("disk"):
-                provide_disk(build, stack)
-            with progress.stage("partitions and file systems"):
-                partition_disk(build)
-            with progress.stage(f"bootstrap {build.suite}"):
-                bootstrap_root(build, stack)
-                progress.note(build.rootfs.note)
-            with progress.stage("skeleton"):
-                install_skeleton(build)
-                enter_chroot(build, stack)
-            with progress.stage("postunpack hook"):
-                run_postunpack_hook(build)
-            with progress.stage("chroot install"):
-                install_in_chroot(build)
-            with progress.stage("postconfig hook"):
-                run_postconfig_hook(build)
-            with progress.stage("boot loader"):
-                install_boot_loader(build)
-            with progress.stage("finish"):
-                finish_root(build)
-                stack.close()
-                flush(build)
-        logger.info("%s is ready on %s\n%s\n  peak memory of hostcreator: %d MB", build.name,
-                    build.disk.describe(), progress.summary(), peak_rss_mb())
+    """Run the whole recipe for BUILD (or what an earlier run left of it); returns the timings."""
+    validate(build)
+    config = build.config
+    with vm_lock(config.state_dir, build.name, build.program):
+        previous = journal.load(config.journal_dir, build.name)
+        taken_up = previous if check_previous(build, previous) else None
+        if taken_up is not None:
+            with log_file(build.log_path):
+                logger.info("%s: the earlier build %s", build.name, taken_up.describe())
+                recover.clear_build(config, build.name, build.disk.path)
+            taken_up = journal.load(config.journal_dir, build.name)
+        check_state(build, taken_up)
+        progress = Progress(total=len(STEPS))
+        with log_file(build.log_path):
+            start_journal(build, taken_up)
+            logger.info("building %s (%s %s) on %s; log: %s; journal: %s", build.name,
+                        build.distribution.name, build.suite, build.disk.describe(),
+                        build.log_path, journal.path_of(config.journal_dir, build.name))
+            try:
+                run_steps(build, progress)
+            except Interrupted as exc:
+                build.record.stop(Status.INTERRUPTED, f"interrupted by {exc}")
+                build.save()
+                raise
+            except BaseException as exc:
+                build.record.stop(Status.FAILED, str(exc) or type(exc).__name__)
+                build.save()
+                raise
+            build.record.stop(Status.FINISHED)
+            build.save()
+            logger.info("%s is ready on %s\n%s\n  peak memory of hostcreator: %d MB", build.name,
+                        build.disk.describe(), progress.summary(), peak_rss_mb())
     return progress

@@ -237,13 +237,22 @@ def check_existing_disk(storage: Storage, force: bool, minimum_bytes: int,
             f"{storage.describe()} already holds data ({', '.join(found)})",
             hint="remove it, or pass --force to overwrite it",
         )
-    size = storage.size_bytes()
+    check_size(storage, minimum_bytes)
+    return found
+
+
+def check_size(storage: Storage, minimum_bytes: int, size: int | None = None) -> None:
+    """An existing disk must hold the partitions; checked before anything is touched too."""
+    if size is None:
+        if not storage.exists():
+            return
+        size = storage.size_bytes()
     if size < minimum_bytes:
         raise InvalidInput(
             f"{storage.describe()} has {size / GIB:.1f} GiB, "
-            f"at least {minimum_bytes / GIB:.1f} GiB are needed"
+            f"at least {minimum_bytes / GIB:.1f} GiB are needed",
+            hint="remove it (it is made anew with SIZE GiB), or make it bigger",
         )
-    return found
 
 
 def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int,

@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator import identity, inuse, loopdev, mounts, mountstate, storage
+from hostcreator import identity, inuse, journal, loopdev, mounts, mountstate, recover, storage
 from hostcreator.config import Config
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.lock import vm_lock
@@ -70,11 +70,6 @@ class Unmounted:
 
 def mountpoint(config: Config, name: str) -> Path:
     return config.mount_dir / name
-
-
-def build_root(config: Config, name: str) -> Path:
-    # Where create-debian mounts the disk while it builds (pipeline.Build.root).
-    return config.state_dir / "build" / name
 
 
 def _log(config: Config, name: str) -> contextlib.AbstractContextManager[Path]:
@@ -123,6 +118,7 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
     disk.check()
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist")
+    check_partitioned(disk.path, disk.describe())
     require_commands(HOST_COMMANDS)
     with vm_lock(config.state_dir, name, "mount-vm"), _log(config, name):
         already = _already_mounted(config, name, read_only)
@@ -143,6 +139,22 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
         return _mount(config, name, disk.path, read_only)
 
 
+# Where a GPT header is: LBA 1 of 512- or 4096-byte sectors.
+GPT_HEADERS = (512, 4096)
+
+
+def check_partitioned(path: Path, what: str) -> None:
+    """The disk holds the GPT create-debian writes: checked before a loop device is attached."""
+    try:
+        with open(path, "rb") as f:
+            found = any(os.pread(f.fileno(), 8, at) == b"EFI PART" for at in GPT_HEADERS)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what}: {exc.strerror}") from None
+    if not found:
+        raise InvalidInput(f"{what} holds no GPT partition table: not a disk create-debian made",
+                           hint="mount-vm knows disks with BIOS boot, swap and root partitions")
+
+
 def _already_mounted(config: Config, name: str, read_only: bool) -> Mounted | None:
     state = mountstate.load(config.state_dir, name)
     if state is None or not _intact(state):
@@ -158,7 +170,7 @@ def _refuse_leftovers(config: Config, name: str, disk: Path) -> None:
     found = []
     if mountstate.exists(config.state_dir, name):
         found.append(f"state file {mountstate.path_of(config.state_dir, name)}")
-    for top in (mountpoint(config, name), build_root(config, name)):
+    for top in (mountpoint(config, name), recover.build_root(config, name)):
         found += [f"mount {p}" for p in mounts.mounts_below(top)]
     loops = storage.loop_devices_of(disk)
     found += [f"loop device {d}" for d in loops]
@@ -249,13 +261,10 @@ def umount_vm(config: Config, name: str) -> Unmounted:
         disks = _unique([state.disk if state else None, storage.for_vm(config, name).path])
         for top in points:
             done.unmounted += _unmount_maintenance(config, state, top)
-        build = build_root(config, name)
-        leftovers = mounts.mounts_below(build)
-        if leftovers:
-            # Only a killed create leaves these (the lock says none runs): what still runs
-            # in there is its orphan, stopped as create itself would have.
-            mounts.unmount_tree(build)
-            done.unmounted += leftovers
+        # Only a killed create leaves these (the lock says none runs): what still runs of
+        # it is stopped, as create itself would have.
+        done.unmounted += recover.stop_leftovers(
+            config, name, journal.load(config.journal_dir, name)).unmounted
         done.detached += _detach_all(state, disks, done)
         if mountstate.exists(config.state_dir, name):
             if not (done.unmounted or done.detached):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import mounts, storage
+from hostcreator import lock, mounts, storage
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
@@ -45,6 +46,7 @@ def command(name: str) -> str:
 class TestEnv:
     """A private configuration: images, logs, hooks and state under one directory."""
 
+    __test__ = False  # not a test class, whatever its name
     base: Path
 
     @property
@@ -72,6 +74,14 @@ class TestEnv:
         return self.base / "mnt"
 
     @property
+    def journal_dir(self) -> Path:
+        return self.base / "journal"
+
+    def journal(self, name: str) -> dict:
+        """NAME's build journal as JSON."""
+        return json.loads((self.journal_dir / f"{name}.json").read_text())
+
+    @property
     def cache_dir(self) -> Path:
         """A private CACHE_DIR whose debs/ is the shared package cache."""
         path = self.base / "cache"
@@ -90,6 +100,7 @@ class TestEnv:
             "HOOK_DIR": str(self.hook_dir),
             "STATE_DIR": str(self.state_dir),
             "MOUNT_DIR": str(self.mount_dir),
+            "JOURNAL_DIR": str(self.journal_dir),
             "CACHE_DIR": str(self.cache_dir),
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
@@ -109,7 +120,8 @@ class TestEnv:
         return path
 
     def leaks(self) -> list[str]:
-        """Loop devices on our images and mounts below our state directory."""
+        """Loop devices on our images, mounts below our directories in any mount namespace,
+        and locks still held."""
         found = []
         if self.image_dir.is_dir():
             for image in self.image_dir.glob("*.img"):
@@ -117,9 +129,17 @@ class TestEnv:
         for top in (self.state_dir, self.mount_dir):
             if top.exists():
                 found += [f"mount {m}" for m in mounts.mounts_below(top)]
+        found += [f"mount {m} in the namespace of {pid}"
+                  for pid, m in mounts_in_other_namespaces(self.base)]
+        locks = self.state_dir / "locks"
+        if locks.is_dir():
+            found += [f"lock {p.stem} held: {holder}" for p in locks.glob("*.lock")
+                      if (holder := lock.held_by(self.state_dir, p.stem))]
         return found
 
     def cleanup(self) -> None:
+        for pid, _point in mounts_in_other_namespaces(self.base):
+            subprocess.run(["kill", "-KILL", str(pid)], check=False)
         for leak in self.leaks():
             if leak.startswith("mount "):
                 mounts.unmount_tree(Path(leak.split()[1]))
@@ -127,6 +147,30 @@ class TestEnv:
             for image in self.image_dir.glob("*.img"):
                 for dev in storage.loop_devices_of(image):
                     subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def mounts_in_other_namespaces(top: Path) -> list[tuple[int, str]]:
+    """(PID, mount point) of mounts at or below TOP in mount namespaces other than ours."""
+    ours = os.readlink("/proc/self/ns/mnt")
+    seen = {ours}
+    found = []
+    prefix = os.path.realpath(top)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            namespace = os.readlink(entry / "ns" / "mnt")
+            if namespace in seen:
+                continue
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue
+        seen.add(namespace)
+        for line in text.splitlines():
+            point = line.split()[4]
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append((int(entry.name), point))
+    return found
 
 
 def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -175,6 +219,15 @@ def testenv(tmp_path_factory: pytest.TempPathFactory):
     assert not leaks, f"left behind: {leaks}"
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CACHE_DIR (rootfs cache) shared by the tests that build many VMs: the first fills it."""
+    path = tmp_path_factory.mktemp("shared-cache")
+    (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+    (path / "debs").symlink_to(CACHE_DIR / "debs")
+    return path
+
+
 @dataclass
 class BuiltVM:
     name: str
@@ -192,22 +245,29 @@ class BuiltVM:
         return target
 
 
+def access_settings(env: TestEnv) -> dict[str, str]:
+    """Root's password and key for ENV's VMs: the tests check that they work from inside,
+    and that neither shows up in a log, a command line, a hook or a journal."""
+    secret = env.base / "root-password"
+    secret.write_text(f"{ROOT_PASSWORD_PREFIX}{secrets.token_hex(8)}\n")
+    secret.chmod(0o600)
+    keys = env.base / "authorized_keys"
+    keys.write_text(TEST_SSH_KEY + "\n")
+    return {"ROOT_PASSWORD_FILE": str(secret), "SSH_AUTHORIZED_KEYS": str(keys)}
+
+
 def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
               suite: str | None, **settings: str):
     """A VM built by the real create-<distribution>, with the report hook installed."""
     if not _is_root():
         pytest.skip("needs root")
     env = TestEnv(tmp_path_factory.mktemp(f"{distribution}-vm"))
-    # Root's password and key: the tests check they work and that the password
-    # shows up in no log.
-    secret = env.base / "root-password"
-    secret.write_text(f"{ROOT_PASSWORD_PREFIX}{secrets.token_hex(8)}\n")
-    secret.chmod(0o600)
-    keys = env.base / "authorized_keys"
-    keys.write_text(TEST_SSH_KEY + "\n")
-    env.write(ROOT_PASSWORD_FILE=str(secret), SSH_AUTHORIZED_KEYS=str(keys), **settings)
+    env.write(**access_settings(env), **settings)
     shutil.copy(DATA / "report-postconfig.sh", env.hook_dir / "postconfig.sh")
     (env.hook_dir / "postconfig.sh").chmod(0o755)
+    # What a hook is given, for the secrets test: its arguments and its environment.
+    env.install_hook("postunpack.sh", f'#!/bin/sh\necho "$@" > {env.base}/hook-seen\n'
+                     f'env >> {env.base}/hook-seen\n')
     name = unique_name()
     program = f"create-{distribution}"
     result = run_cli(program, name, *([suite] if suite else []), "--config", str(env.config))

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import DEBIAN_SUITE, command, run_cli, unique_name
@@ -44,7 +45,10 @@ def test_signal_during_bootstrap_undoes_mounts_and_loop_device(testenv, sig, too
     log = testenv.log_dir / f"{name}.log"
     wait_for_text(log, IN_THE_CHROOT[tool], proc)
     root = testenv.state_dir / "build" / name
-    assert mounts.is_mount_point(root)
+    # Mounted in the build's own mount namespace only.
+    seen = Path(f"/proc/{proc.pid}/mountinfo").read_text()
+    assert f" {root} " in seen and f" {root}/proc " in seen
+    assert not mounts.is_mount_point(root)
     assert storage.loop_devices_of(testenv.image(name))
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=120)
@@ -53,6 +57,9 @@ def test_signal_during_bootstrap_undoes_mounts_and_loop_device(testenv, sig, too
     assert not mounts.mounts_below(testenv.state_dir)
     assert not storage.loop_devices_of(testenv.image(name))
     assert not mounts.processes_below(root)
+    assert testenv.leaks() == []
+    record = testenv.journal(name)
+    assert record["status"] == "interrupted" and record["stage"] == "bootstrap"
 
 
 def test_failing_hook_stops_the_build_with_its_exit_code_and_undoes_everything(testenv):

@@ -87,38 +87,6 @@ def test_dry_run_with_options_overriding_the_file(setup, tmp_path):
     assert live_root.findtext("uuid") == persistent_root.findtext("uuid")
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (["Bad_Name"], 2, "'Bad_Name' is not a valid host name"),
-    (["--set", "MEMORY=lots"], 2, "MEMORY: 'lots' is not a whole number"),
-    (["--virt-type", "xen"], 2, "VIRT_TYPE: 'xen' is not one of auto | kvm | qemu"),
-    (["--network-type", "bridge", "--network", "hcnobr0"], 2,
-     "bridge 'hcnobr0' does not exist on this host"),
-    (["--network-type", "bridge", "--network", "lo"], 2,
-     "'lo' is a network interface, not a bridge"),
-    (["--live-iso", "/nonexistent/live.iso"], 2, "LIVE_ISO: /nonexistent/live.iso is not a file"),
-    (["--start", "--dry-run"], 2, "--start does not go with --dry-run"),
-])
-def test_bad_input_is_one_line_and_libvirt_is_not_asked(setup, tmp_path, args, code, message):
-    name, conf, _disk = setup
-    if args and not args[0].startswith("-"):
-        name, args = args[0], args[1:]
-    variants = [args] if "--dry-run" in args else [args, [*args, "--dry-run"]]
-    for variant in variants:
-        result = kvm(name, "--config", str(conf), *variant)
-        assert result.returncode == code, result.stderr
-        assert message in one_error(result)
-        assert not (tmp_path / "log").exists() and not (tmp_path / "st").exists()
-
-
-def test_no_disk(setup, tmp_path):
-    _name, conf, _disk = setup
-    other = unique_name()
-    result = kvm(other, "--config", str(conf))
-    assert result.returncode == 2
-    assert f"{other} has no disk: image file " in one_error(result)
-    assert f"hint: build it first: create-debian {other}" in result.stderr
-
-
 def test_unreachable_libvirt_is_one_line_with_a_hint(setup, tmp_path):
     name, conf, _disk = setup
     result = kvm(name, "--config", str(conf))

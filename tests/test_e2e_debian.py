@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import DEBIAN_SUITE
+from conftest import DEBIAN_SUITE, TEST_SSH_KEY
 from guest import check_report
 
 from hostcreator import partition, storage
@@ -39,9 +39,19 @@ def test_guest_boots_and_is_configured(debian_vm, debian_vm_report):
     assert report["ssh"] == "active"
 
 
-def test_root_password_is_in_no_log_and_no_command_line(debian_vm):
+def test_secrets_are_in_no_log_command_line_hook_or_journal(debian_vm):
     password = (debian_vm.env.base / "root-password").read_text().strip()
+    key = TEST_SSH_KEY.split()[1]  # the key material, not its comment
     log = (debian_vm.env.log_dir / f"{debian_vm.name}.log").read_text()
-    assert "+ chroot" in log and "chpasswd" in log  # the log does show the commands...
-    assert password not in log  # ...but never the password (it goes to chpasswd's stdin)
-    assert password not in debian_vm.result.stdout + debian_vm.result.stderr
+    # The log shows every command line: the commands are there...
+    assert "+ chroot" in log and "chpasswd" in log
+    hook_seen = (debian_vm.env.base / "hook-seen").read_text()
+    assert f"HOSTCREATOR_NAME={debian_vm.name}" in hook_seen
+    journal = (debian_vm.env.journal_dir / f"{debian_vm.name}.json").read_text()
+    assert "ROOT_PASSWORD_FILE" in journal  # the file's name, not what it holds
+    places = {"log (and every command line)": log, "hook arguments and environment": hook_seen,
+              "journal": journal, "output": debian_vm.result.stdout + debian_vm.result.stderr}
+    for where, text in places.items():
+        # ...but never the password (chpasswd reads it on stdin) nor the key.
+        assert password not in text, where
+        assert key not in text, where

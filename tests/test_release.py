@@ -1,4 +1,4 @@
-"""A mount namespace cloned during a build must not keep the build's file system alive."""
+"""Success is reported only once the disk's loop device is gone; what holds it is named."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import loopdev, mounts, storage
+from hostcreator import loopdev, storage
+from hostcreator.errors import DiskInUse
 
 pytestmark = [pytest.mark.root]
 
 
-def small_fs(tmp_path):
+def small_fs(tmp_path: Path) -> Path:
     image = tmp_path / "fs.img"
     with open(image, "wb") as f:
         f.truncate(64 * 2**20)
@@ -22,44 +23,29 @@ def small_fs(tmp_path):
     return image
 
 
-def namespace(propagation: str) -> subprocess.Popen:
-    """A process in a mount namespace cloned from ours now, as libvirt makes for a VM."""
-    proc = subprocess.Popen(["unshare", "--mount", f"--propagation={propagation}",
-                             "sleep", "300"])
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "sleep":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return proc
-
-
-@pytest.mark.parametrize("propagation,released", [("slave", True), ("private", False)])
-def test_unmount_reaches_a_namespace_cloned_during_the_build(tmp_path, propagation, released):
+def test_a_file_system_mounted_in_another_namespace_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(loopdev, "RELEASE_WAIT_SECONDS", 1.0)
     image = small_fs(tmp_path)
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = None
+    point = tmp_path / "point"
+    point.mkdir()
+    holder = None
     try:
         with ExitStack() as stack:
             device = loopdev.attach(stack, image)
-            mounts.shared_mount_point(stack, root)
-            mounts.mount(stack, device, root, fstype="ext4", options=("nobarrier",))
-            (root / "file").write_text("data")
-            mounts.syncfs(root)
-            proc = namespace(propagation)
-        # Unmounted and detached here; libvirt's slave copy went with it, a private one
-        # keeps the file system, and so the loop device, alive - and names its holder.
-        attached = storage.loop_devices_of(image)
-        if released:
-            assert attached == []
-        else:
-            assert attached and str(proc.pid) in " ".join(
-                mounts.namespaces_holding(Path(attached[0])))
+            # A process in a namespace of its own mounts it, and keeps it.
+            holder = subprocess.Popen(
+                ["unshare", "--mount", "--propagation=private", "sh", "-c",
+                 f"mount {device} {point} && touch {tmp_path}/mounted && exec sleep 600"])
+            deadline = time.monotonic() + 10
+            while not (tmp_path / "mounted").exists():
+                assert time.monotonic() < deadline and holder.poll() is None
+                time.sleep(0.05)
+        with pytest.raises(DiskInUse) as caught:
+            loopdev.wait_released(image, hint="h")
+        assert f"held by {holder.pid} (sleep)" in str(caught.value)
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        deadline = time.monotonic() + 10
-        while storage.loop_devices_of(image) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+    loopdev.wait_released(image, hint="h")  # gone with the namespace: nothing raised
     assert storage.loop_devices_of(image) == []

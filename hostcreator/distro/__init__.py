@@ -37,16 +37,26 @@ class Distribution:
     # Suites without such pockets (development suites).
     rolling: frozenset[str] = frozenset()
 
+    def knows(self, suite: str) -> bool:
+        """SUITE is ours, or the host's debootstrap bootstraps it with one of our scripts."""
+        if suite in self.suites:
+            return True
+        script = DEBOOTSTRAP_SCRIPTS / suite
+        ours = {(DEBOOTSTRAP_SCRIPTS / s).resolve().name for s in self.suites.values()}
+        return script.is_file() and script.resolve().name in ours
+
     def check_suite(self, suite: str) -> None:
-        """SUITE is one we know or the host's debootstrap knows; the archive is asked later."""
-        if not SUITE_NAME.fullmatch(suite) or (
-            suite not in self.suites and not (DEBOOTSTRAP_SCRIPTS / suite).is_file()
-        ):
-            known = ", ".join(self.suites)
-            raise InvalidInput(
-                f"unknown {self.name} suite {suite!r}",
-                hint=f"known suites: {known}",
-            )
+        """SUITE is one we know, or our script's on the host; the archive is asked later."""
+        known = ", ".join(self.suites)
+        if SUITE_NAME.fullmatch(suite):
+            if self.knows(suite):
+                return
+            for other in distributions():
+                if other.knows(suite):
+                    raise InvalidInput(
+                        f"{suite!r} is a suite of {other.origin}, not of {self.origin}",
+                        hint=f"create-{other.name} NAME {suite}; {self.name} suites: {known}")
+        raise InvalidInput(f"unknown {self.name} suite {suite!r}", hint=f"known suites: {known}")
 
     def debootstrap_script(self, suite: str) -> Path | None:
         """The script to pass when the host's debootstrap has none for SUITE."""
@@ -59,11 +69,14 @@ class Distribution:
         return self.debootstrap_script(suite) or DEBOOTSTRAP_SCRIPTS / suite
 
 
-def get(name: str) -> Distribution:
+def distributions() -> tuple[Distribution, ...]:
     from hostcreator.distro import debian, ubuntu
 
-    table = {"debian": debian.DEBIAN, "ubuntu": ubuntu.UBUNTU}
-    try:
-        return table[name]
-    except KeyError:
-        raise InvalidInput(f"unknown distribution {name!r}") from None
+    return debian.DEBIAN, ubuntu.UBUNTU
+
+
+def get(name: str) -> Distribution:
+    found = next((d for d in distributions() if d.name == name), None)
+    if found is None:
+        raise InvalidInput(f"unknown distribution {name!r}")
+    return found

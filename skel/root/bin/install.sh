@@ -5,6 +5,10 @@
 # Site additions belong in /root/bin/install-custom.sh (run at the end).
 set -eu
 export DEBIAN_FRONTEND=noninteractive
+
+# A resumed build runs this again after an earlier run was cut off, perhaps in
+# the middle of dpkg: finish what it left half-configured first.
+dpkg --configure -a
 timezone=${HOSTCREATOR_TIMEZONE:-Etc/UTC}
 locale=${HOSTCREATOR_LOCALE:-C.UTF-8}
 

@@ -1,0 +1,189 @@
+"""The build journal: what a create-debian / create-ubuntu run of NAME has done.
+
+One JSON file per VM, JOURNAL_DIR/NAME.json (default /var/lib/hostcreator/journal,
+so that it outlives a reboot), replaced atomically at every step: the stages
+finished, the stage running, the loop device attached, the mount namespace and
+mount point of the build, the file systems made, the settings used and how the
+run ended. A later run reads it to say that a build did not finish and to resume
+after its last finished stage; `hostcreator cleanup NAME` reads it to undo what a
+killed run left; create-kvm refuses a disk whose build did not finish.
+
+A journal whose status is `running` while nobody holds NAME's lock belongs to a
+run that was killed (SIGKILL, a crash, a reboot): only the lock tells a running
+build from a dead one, never a PID that may have been reused.
+
+Nothing secret is written here: settings are recorded as the paths and names the
+configuration gives, with any password in a URL masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from hostcreator import jsonfile
+from hostcreator.config import SETTINGS, Config
+from hostcreator.log import logger
+
+VERSION = 1
+# The stages of the recipe, in order (pipeline.STEPS runs them).
+STAGES = ("disk", "partitions", "bootstrap", "skeleton", "postunpack", "install",
+          "postconfig", "bootloader", "finish")
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    FINISHED = "finished"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _mask(value: str) -> str:
+    # http://user:password@proxy:3128 -> http://user:***@proxy:3128
+    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", value)
+
+
+def settings_of(config: Config) -> dict[str, str]:
+    """The configuration as KEY=VALUE strings, as `hostcreator config` shows it."""
+    values = {}
+    for setting in SETTINGS:
+        value = getattr(config, setting.field)
+        if isinstance(value, tuple):
+            value = " ".join(value)
+        values[setting.key] = _mask("" if value is None else str(value))
+    return values
+
+
+@dataclass
+class Journal:
+    name: str
+    distribution: str
+    suite: str
+    disk: Path
+    status: Status = Status.RUNNING
+    done: list[str] = field(default_factory=list)
+    stage: str | None = None
+    pid: int = 0
+    namespace: str | None = None
+    loop: Path | None = None
+    root: Path | None = None
+    root_uuid: str | None = None
+    swap_uuid: str | None = None
+    rootfs: str | None = None
+    error: str | None = None
+    started: str = ""
+    updated: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+
+    # --- what it says --------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.status is Status.FINISHED
+
+    def next_stage(self) -> str | None:
+        """The first stage not finished, where a resumed build goes on."""
+        return next((s for s in STAGES if s not in self.done), None)
+
+    def describe(self) -> str:
+        """'failed in stage install: ...' for a message; RUNNING is read as killed."""
+        if self.stage is None:
+            where = "before its first stage"
+        elif self.stage in self.done:
+            where = f"right after stage {self.stage}"
+        else:
+            where = f"in stage {self.stage}"
+        if self.status is Status.FINISHED:
+            return f"finished at {self.updated}"
+        if self.status is Status.RUNNING:
+            return f"was killed {where} (PID {self.pid}, started {self.started})"
+        how = "failed" if self.status is Status.FAILED else "was interrupted"
+        return f"{how} {where}" + (f": {self.error}" if self.error else "")
+
+    # --- what happens --------------------------------------------------------------------
+
+    def begin_run(self, pid: int, settings: dict[str, str], resumed: bool) -> None:
+        self.status = Status.RUNNING
+        self.pid = pid
+        self.error = None
+        self.stage = None
+        self.loop = None
+        self.namespace = None
+        self.settings = settings
+        self.started = now()
+        what = f"resumed at stage {self.next_stage()}" if resumed else "started"
+        self.runs.append(f"{self.started} {what} by PID {pid}")
+
+    def begin(self, stage: str) -> None:
+        self.stage = stage
+
+    def end(self, stage: str) -> None:
+        if stage not in self.done:
+            self.done.append(stage)
+
+    def stop(self, status: Status, error: str | None = None) -> None:
+        self.status = status
+        self.error = error
+        if status is Status.FINISHED:
+            self.stage = None
+        self.runs.append(f"{now()} {status}" + (f": {error}" if error else ""))
+
+    # --- the file ------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(version=VERSION, status=str(self.status), disk=str(self.disk),
+                    loop=str(self.loop) if self.loop else None,
+                    root=str(self.root) if self.root else None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Journal:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields.update(
+            disk=Path(data["disk"]),
+            status=Status(data.get("status", Status.RUNNING)),
+            loop=Path(data["loop"]) if data.get("loop") else None,
+            root=Path(data["root"]) if data.get("root") else None,
+            done=[s for s in data.get("done", []) if s in STAGES],
+        )
+        return cls(**fields)
+
+
+def path_of(journal_dir: Path, name: str) -> Path:
+    return journal_dir / f"{name}.json"
+
+
+def save(journal_dir: Path, journal: Journal) -> None:
+    """Replace the journal atomically and durably: a crash leaves the old or the new one."""
+    journal.updated = now()
+    jsonfile.write(path_of(journal_dir, journal.name), journal.to_json())
+
+
+def load(journal_dir: Path, name: str) -> Journal | None:
+    """NAME's journal, or None when there is none (an unreadable one is warned about)."""
+    path = path_of(journal_dir, name)
+    try:
+        return Journal.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("warning: ignoring the unreadable build journal %s (%s)", path, exc)
+        return None
+
+
+def names(journal_dir: Path) -> list[str]:
+    with contextlib.suppress(FileNotFoundError):
+        return sorted(p.stem for p in journal_dir.glob("*.json"))
+    return []

@@ -1,0 +1,126 @@
+"""What a build that did not end cleanly left behind, found from its journal and undone.
+
+A build that fails or is interrupted undoes everything itself (pipeline.py). One
+that is killed outright (SIGKILL, the OOM killer, a crash) cannot; it leaves:
+- the commands it started, still running in its private mount namespace
+  (debootstrap, dpkg, a hook): they are stopped, and the namespace's mounts go
+  with the last of them;
+- mounts below its build root in the host's namespace (only builds that had no
+  namespace of their own made those);
+- the loop device of its disk.
+A reboot leaves only the journal. `hostcreator cleanup NAME`, `create-* --resume`
+and `--restart` undo exactly that, holding NAME's lock, and write down in the
+journal that the run was killed. Undoing twice is harmless: the second time
+there is nothing left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hostcreator import identity, journal, lock, loopdev, mounts, mountstate, storage
+from hostcreator.config import Config
+from hostcreator.errors import DiskInUse
+from hostcreator.journal import Journal, Status
+from hostcreator.lock import vm_lock
+from hostcreator.log import log_file, logger
+
+
+@dataclass
+class Cleared:
+    """What was undone; nothing at all when the build left nothing."""
+
+    stopped: list[int] = field(default_factory=list)
+    unmounted: list[Path] = field(default_factory=list)
+    detached: list[str] = field(default_factory=list)
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.stopped or self.unmounted or self.detached)
+
+    def describe(self) -> str:
+        parts = []
+        if self.stopped:
+            parts.append(f"stopped {len(self.stopped)} process(es) left running "
+                         f"({', '.join(map(str, self.stopped))})")
+        if self.unmounted:
+            parts.append(f"unmounted {', '.join(map(str, self.unmounted))}")
+        if self.detached:
+            parts.append(f"detached {', '.join(self.detached)}")
+        return "; ".join(parts) or "nothing was left"
+
+
+def build_root(config: Config, name: str) -> Path:
+    """Where create-* mounts NAME's root file system while it builds."""
+    return config.state_dir / "build" / name
+
+
+def stop_leftovers(config: Config, name: str, record: Journal | None) -> Cleared:
+    """Stop what a killed build of NAME still runs and unmount what it mounted."""
+    cleared = Cleared()
+    if record is not None and _namespace_still_the_builds(record):
+        assert record.namespace is not None
+        cleared.stopped = mounts.stop_namespace(record.namespace)
+    for root in {build_root(config, name), *([record.root] if record and record.root else [])}:
+        leftovers = mounts.mounts_below(root)
+        if leftovers:
+            mounts.unmount_tree(root)
+            cleared.unmounted += leftovers
+    return cleared
+
+
+def _namespace_still_the_builds(record: Journal) -> bool:
+    """Is the namespace the journal names still that of the killed build?
+
+    Namespace identities are reused once a namespace is gone (after a reboot, or
+    when its last process ended): only a namespace in which the build's root is
+    mounted is the build's, never one that merely has the same number now.
+    """
+    if record.status is not Status.RUNNING or not record.namespace or record.root is None:
+        return False
+    if record.namespace == mounts.current_namespace():
+        return False
+    pids = mounts.processes_in_namespace(record.namespace)
+    return bool(pids) and mounts.is_mount_point_of(pids[0], record.root)
+
+
+def clear_build(config: Config, name: str, disk: Path) -> Cleared:
+    """Undo what an unfinished build of NAME left (the caller holds NAME's lock)."""
+    if mountstate.exists(config.state_dir, name):
+        raise DiskInUse(f"{name} is mounted by mount-vm", hint=f"umount-vm {name} first")
+    record = journal.load(config.journal_dir, name)
+    cleared = stop_leftovers(config, name, record)
+    if disk.exists():
+        loops = storage.loop_devices_of(disk)
+        for loop in loops:
+            loopdev.detach(Path(loop))
+        cleared.detached = loops
+        loopdev.wait_released(disk, hint="stop what uses it, then run hostcreator cleanup "
+                              f"{name} again")
+    if record is not None and record.status is Status.RUNNING:
+        record.stop(Status.INTERRUPTED, f"killed (PID {record.pid} was gone); what it left "
+                    f"was cleaned up: {cleared.describe()}")
+        journal.save(config.journal_dir, record)
+    if not cleared.nothing:
+        logger.info("    %s: %s", name, cleared.describe())
+    return cleared
+
+
+def cleanup(config: Config, name: str) -> tuple[Cleared, Journal | None]:
+    """`hostcreator cleanup NAME`: undo what a killed build of NAME left; its journal after."""
+    identity.validate_name(name)
+    with vm_lock(config.state_dir, name, "cleanup"), \
+            log_file(config.log_dir / f"{name}.log"):
+        record = journal.load(config.journal_dir, name)
+        disk = record.disk if record else storage.for_vm(config, name).path
+        cleared = clear_build(config, name, disk)
+        return cleared, journal.load(config.journal_dir, name)
+
+
+def describe(config: Config, name: str, record: Journal) -> str:
+    """How NAME's build stands, the lock telling a running build from a killed one."""
+    holder = lock.held_by(config.state_dir, name)
+    if record.status is Status.RUNNING and holder:
+        return f"is running ({holder}), in stage {record.stage}"
+    return record.describe()

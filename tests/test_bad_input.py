@@ -1,0 +1,273 @@
+"""Bad input, one table for every command: each row is refused with its own one-line
+message and exit code before anything is touched.
+
+Every row runs the real command with a private configuration whose directories
+(IMAGE_DIR, LOG_DIR, STATE_DIR, ...) do not exist yet, and then asserts that the
+tree under tmp_path is exactly as it was (no image directory, log, lock or state
+file), and that no loop device and no mount refers to it. libvirt (LIBVIRT_URI)
+and the archive (MIRROR) point nowhere, so that a row that got past its check
+would fail with another message instead of reaching them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from hostcreator import mounts, storage
+from hostcreator import run as run_module
+from hostcreator.errors import InvalidInput
+
+pytestmark = pytest.mark.unit
+
+NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+CREATE_DEBIAN = ("create-debian",)
+CREATE_UBUNTU = ("create-ubuntu",)
+CREATE_KVM = ("create-kvm",)
+MOUNT_VM = ("mount-vm",)
+UMOUNT_VM = ("umount-vm",)
+BOOT_TEST = ("hostcreator", "boot-test")
+
+
+def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
+        hint: str | None = None, conf: str = "", setup: str | None = None,
+        id: str) -> pytest.ParameterSet:
+    """ARGS of the command CMD, with CONF lines added to the configuration and SETUP
+    made beforehand, fail with MESSAGE (and HINT) and exit code CODE; {tmp} and {conf}
+    stand for tmp_path and the configuration file."""
+    return pytest.param(cmd, args, code, message, hint, conf, setup, id=id)
+
+
+ROWS = [
+    # --- create-debian / create-ubuntu: NAME, DISTR, SIZE, settings, paths ---
+    row(CREATE_DEBIAN, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="name-upper"),
+    row(CREATE_DEBIAN, ["web_1"], "'web_1' is not a valid host name", id="name-underscore"),
+    row(CREATE_DEBIAN, ["--", "-web"], "'-web' is not a valid host name", id="name-dash"),
+    row(CREATE_DEBIAN, ["a" * 64], f"'{'a' * 64}' is not a valid host name", id="name-64"),
+    row(CREATE_DEBIAN, ["../x"], "'../x' is not a valid host name", id="name-path"),
+    row(CREATE_DEBIAN, ["web1", "trixy"], "unknown debian suite 'trixy'", id="suite-typo"),
+    row(CREATE_DEBIAN, ["web1", "jammy"], "'jammy' is a suite of Ubuntu, not of Debian",
+        id="suite-ubuntu"),
+    row(CREATE_UBUNTU, ["web1", "trixie"], "'trixie' is a suite of Debian, not of Ubuntu",
+        hint="create-debian NAME trixie", id="suite-debian"),
+    row(CREATE_UBUNTU, ["web1", "nobel"], "unknown ubuntu suite 'nobel'",
+        hint="known suites: jammy, noble, questing, resolute", id="suite-typo-ub"),
+    row(CREATE_DEBIAN, ["web1", "../etc"], "unknown debian suite '../etc'", id="suite-path"),
+    row(CREATE_DEBIAN, ["web1", "--size", "2"], "SIZE=2 GiB is too small", id="size-small"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SIZE=x"],
+        "command line: SIZE: 'x' is not a whole number", id="size-text"),
+    row(CREATE_DEBIAN, ["web1", "--size", "0"], "command line: SIZE: 0 is not a positive",
+        id="size-zero"),
+    row(CREATE_DEBIAN, ["web1"], "image file {tmp}/images/web1-disk01.img has 1.0 GiB, at "
+        "least 3.0 GiB are needed", setup="small-disk", id="disk-small"),
+    row(CREATE_DEBIAN, ["web1", "--set", "NOPE=1"], "command line: unknown setting NOPE",
+        id="setting-unknown"),
+    row(CREATE_DEBIAN, ["web1", "--config", "{tmp}/nope"], "config file not found: {tmp}/nope",
+        id="config-missing"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SIZE"], "--set 'SIZE': expected KEY=VALUE",
+        id="set-syntax"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}:10: expected KEY=VALUE, got 'SIZE 8'", conf="SIZE 8",
+        id="file-syntax"),
+    row(CREATE_DEBIAN, ["web1", "--set", "INSECURE_NO_SIGNATURE_CHECK=maybe"],
+        "INSECURE_NO_SIGNATURE_CHECK: 'maybe' is not yes or no", id="bool"),
+    row(CREATE_DEBIAN, ["web1", "--set", "KEYRING={tmp}/none.gpg"],
+        "the debian archive keyring {tmp}/none.gpg is missing", id="keyring-debian"),
+    row(CREATE_UBUNTU, ["web1", "--set", "KEYRING={tmp}/none.gpg"],
+        "the ubuntu archive keyring {tmp}/none.gpg is missing",
+        hint="apt-get install ubuntu-keyring, or set KEYRING", id="keyring-ubuntu"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}/none"],
+        "ROOT_PASSWORD_FILE: cannot read {tmp}/none: No such file", id="password-file"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}/empty"],
+        "ROOT_PASSWORD_FILE: {tmp}/empty is empty", setup="empty", id="password-empty"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/none"],
+        "SSH_AUTHORIZED_KEYS: cannot read {tmp}/none", id="keys-file"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/empty"],
+        "SSH_AUTHORIZED_KEYS: {tmp}/empty holds no key", setup="empty", id="keys-empty"),
+    row(CREATE_DEBIAN, ["web1", "--storage", "lvm"], "STORAGE=lvm needs VG_NAME",
+        id="lvm-no-vg"),
+    row(CREATE_DEBIAN, ["web1", "--vg", "vg/../x"],
+        "VG_NAME: 'vg/../x' is not a volume group name", id="vg-name"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}: TIMEZONE: unknown time zone 'Mars/Base'",
+        conf="TIMEZONE=Mars/Base", id="timezone"),
+    row(CREATE_DEBIAN, ["web1", "--set", "TIMEZONE=../../etc/passwd"],
+        "TIMEZONE: unknown time zone '../../etc/passwd'", id="timezone-path"),
+    row(CREATE_DEBIAN, ["web1", "--set", "LOCALE=en_XX.UTF-9"],
+        "command line: LOCALE: unknown locale 'en_XX.UTF-9'", id="locale"),
+    row(CREATE_DEBIAN, ["web1", "--mirror", "notaurl"],
+        "command line: MIRROR: 'notaurl' is not a URL", id="mirror"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SECURITY_MIRROR=http:/x"],
+        "SECURITY_MIRROR: 'http:/x' is not a URL", id="security-mirror"),
+    row(CREATE_DEBIAN, ["web1", "--set", "APT_PROXY=proxy:3128"],
+        "APT_PROXY: 'proxy:3128' is not a URL (http: https:)", id="apt-proxy"),
+    row(CREATE_DEBIAN, ["web1", "--set", "VARIANT=tiny"],
+        "VARIANT: 'tiny' is not one of minbase | buildd | fakechroot", id="variant"),
+    row(CREATE_DEBIAN, ["web1", "--set", "PACKAGES=vim;reboot"],
+        "PACKAGES: 'vim;reboot' is not a package name", id="packages"),
+    row(CREATE_DEBIAN, ["web1", "--set", "BOOTSTRAP=cdebootstrap"],
+        "BOOTSTRAP: 'cdebootstrap' is not one of auto | debootstrap | mmdebstrap",
+        id="bootstrap-tool"),
+    row(CREATE_DEBIAN, ["web1", "--set", "HOOK_DIR={tmp}/file"],
+        "command line: HOOK_DIR: {tmp}/file is not a directory", setup="file", id="hook-dir"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SKEL_DIR={tmp}/none"],
+        "SKEL_DIR: {tmp}/none is not a directory", id="skel-dir"),
+    row(CREATE_DEBIAN, ["web1", "--image-dir", "{tmp}/file"],
+        "command line: IMAGE_DIR: {tmp}/file is not a directory", setup="file", id="image-dir"),
+    row(CREATE_DEBIAN, ["web1", "--set", "LOG_DIR={tmp}/file/log"],
+        "LOG_DIR: {tmp}/file is not a directory", setup="file", id="log-dir"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}: STATE_DIR: {tmp}/file is not a directory",
+        conf="STATE_DIR={tmp}/file", setup="file", id="state-dir"),
+    row(CREATE_DEBIAN, ["web1", "--set", "CACHE_DIR={tmp}/file"],
+        "CACHE_DIR: {tmp}/file is not a directory", setup="file", id="cache-dir"),
+    row(CREATE_DEBIAN, ["web1", "--no-cache", "--refresh-cache"],
+        "--no-cache and --refresh-cache exclude each other", id="cache-flags"),
+    # --- create-kvm: libvirt is never asked ---
+    row(CREATE_KVM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="kvm-name"),
+    row(CREATE_KVM, ["Bad_Name", "--dry-run"], "'Bad_Name' is not a valid host name",
+        id="kvm-name-dry-run"),
+    row(CREATE_KVM, ["web1"], "web1 has no disk: image file {tmp}/images/web1-disk01.img "
+        "does not exist", hint="build it first: create-debian web1", id="kvm-no-disk"),
+    row(CREATE_KVM, ["web1", "--set", "MEMORY=lots"], "MEMORY: 'lots' is not a whole number",
+        id="kvm-memory-text"),
+    row(CREATE_KVM, ["web1", "--memory", "64"], "MEMORY: 64 MiB is out of range (256-",
+        id="kvm-memory-small"),
+    row(CREATE_KVM, ["web1", "--vcpus", "1000"], "VCPUS: 1000 is out of range (1-288)",
+        id="kvm-vcpus"),
+    row(CREATE_KVM, ["web1", "--virt-type", "xen"],
+        "VIRT_TYPE: 'xen' is not one of auto | kvm | qemu", id="kvm-virt-type"),
+    row(CREATE_KVM, ["web1", "--graphics", "sdl"],
+        "GRAPHICS: 'sdl' is not one of vnc | spice | none", id="kvm-graphics"),
+    row(CREATE_KVM, ["web1", "--uri", "system"], "LIBVIRT_URI: 'system' is not a libvirt URI",
+        id="kvm-uri"),
+    row(CREATE_KVM, ["web1", "--network-type", "bridge", "--network", "hcnobr0"],
+        "bridge 'hcnobr0' does not exist on this host",
+        hint="create it (ip link add NAME type bridge)", id="kvm-bridge"),
+    row(CREATE_KVM, ["web1", "--network-type", "bridge", "--network", "hcnobr0", "--dry-run"],
+        "bridge 'hcnobr0' does not exist on this host", id="kvm-bridge-dry-run"),
+    row(CREATE_KVM, ["web1", "--network-type", "bridge", "--network", "lo"],
+        "'lo' is a network interface, not a bridge", id="kvm-not-bridge"),
+    row(CREATE_KVM, ["web1", "--live-iso", "{tmp}/none.iso"],
+        "LIVE_ISO: {tmp}/none.iso is not a file", id="kvm-live-iso"),
+    row(CREATE_KVM, ["web1", "--start", "--dry-run"], "--start does not go with --dry-run",
+        id="kvm-start-dry-run"),
+    # --- mount-vm, umount-vm ---
+    row(MOUNT_VM, [], "the NAME of a VM is needed (or --list)", id="mount-no-name"),
+    row(MOUNT_VM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="mount-name"),
+    row(MOUNT_VM, ["web1"], "web1 has no disk: image file {tmp}/images/web1-disk01.img does "
+        "not exist", id="mount-no-disk"),
+    row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img holds no GPT partition "
+        "table", setup="small-disk", id="mount-blank-disk"),
+    row(MOUNT_VM, ["web1"], "{conf}: MOUNT_DIR: {tmp}/file is not a directory",
+        conf="MOUNT_DIR={tmp}/file/mnt", setup="file", id="mount-dir"),
+    row(UMOUNT_VM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="umount-name"),
+    row(UMOUNT_VM, ["../web1"], "'../web1' is not a valid host name", id="umount-path"),
+    # --- hostcreator boot-test, config, status, cache ---
+    row(BOOT_TEST, ["../x"], "'../x' is not a valid host name", id="boot-name"),
+    row(BOOT_TEST, ["web1", "--accel", "xen"], "--accel 'xen' is not tcg or kvm",
+        id="boot-accel"),
+    row(BOOT_TEST, ["web1"], "web1 has no disk: image file {tmp}/images/web1-disk01.img does "
+        "not exist", id="boot-no-disk"),
+    row(("hostcreator", "config"), ["--set", "VCPUS=-1"], "VCPUS: -1 is not a positive number",
+        id="config-vcpus"),
+    row(("hostcreator", "status"), [], "STATE_DIR: {tmp}/file is not a directory",
+        conf="STATE_DIR={tmp}/file", setup="file", id="status-state-dir"),
+    row(("hostcreator", "cache", "list"), [], "CACHE_DIR: {tmp}/file is not a directory",
+        conf="CACHE_DIR={tmp}/file", setup="file", id="cache-dir-file"),
+    row(("hostcreator", "cache", "prune"), ["--older-than", "-1"],
+        "--older-than must not be negative", id="cache-prune-negative"),
+]
+
+
+def make(setup: str | None, tmp: Path) -> None:
+    if setup == "file":
+        (tmp / "file").write_text("not a directory\n")
+    elif setup == "empty":
+        (tmp / "empty").write_text("")
+    elif setup == "small-disk":
+        disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
+        disk.parent.mkdir()
+        with open(disk, "wb") as f:
+            f.truncate(1 << 30)
+    else:
+        assert setup is None, setup
+
+
+def snapshot(tmp: Path) -> dict[str, tuple[bool, int, int]]:
+    """Every file and directory below TMP with its kind, size and modification time."""
+    found = {}
+    for top, dirs, files in os.walk(tmp):
+        for entry in (*dirs, *files):
+            path = Path(top) / entry
+            st = path.lstat()
+            found[str(path.relative_to(tmp))] = (path.is_dir(), st.st_size, st.st_mtime_ns)
+    return found
+
+
+def loop_devices_below(tmp: Path) -> list[str]:
+    result = subprocess.run(["losetup", "--list", "--noheadings", "--output",
+                             "NAME,BACK-FILE"], capture_output=True, text=True, check=False)
+    return [line for line in result.stdout.splitlines() if str(tmp) in line]
+
+
+def base_config(tmp: Path) -> str:
+    return (f"IMAGE_DIR={tmp}/images\nLOG_DIR={tmp}/log\nSTATE_DIR={tmp}/state\n"
+            f"MOUNT_DIR={tmp}/mnt\nCACHE_DIR={tmp}/cache\nHOOK_DIR={tmp}/hooks\n"
+            # Never reached: a row that got that far would fail with another message.
+            f"MIRROR=file://{tmp}/no-mirror\nLIBVIRT_URI={NOWHERE}\n"
+            "NETWORK_TYPE=user\n")
+
+
+@pytest.mark.parametrize("cmd,args,code,message,hint,conf,setup", ROWS)
+def test_bad_input(tmp_path, cmd, args, code, message, hint, conf, setup):
+    config = tmp_path / "conf"
+
+    def fill(text: str) -> str:
+        return text.replace("{tmp}", str(tmp_path)).replace("{conf}", str(config))
+
+    config.write_text(base_config(tmp_path) + fill(conf) + "\n")
+    make(setup, tmp_path)
+    before = snapshot(tmp_path)
+
+    result = run_cli(*cmd, "--config", str(config), *map(fill, args), timeout=60)
+
+    program = " ".join(cmd[1:]) if cmd[0] == "hostcreator" else cmd[0]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"{program}: error: "), result.stderr
+    assert fill(message) in errors[0], result.stderr
+    assert result.returncode == code, result.stderr
+    if hint is not None:
+        assert f"{program}: hint: {fill(hint)}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr
+    assert result.stdout == "", result.stdout
+    # Nothing touched: no image directory, log, lock or state file; no loop device, no mount.
+    assert snapshot(tmp_path) == before
+    if setup != "small-disk":
+        assert not (tmp_path / "images").exists()
+    assert not (tmp_path / "log").exists() and not (tmp_path / "state").exists()
+    assert loop_devices_below(tmp_path) == []
+    assert mounts.mounts_below(tmp_path) == []
+
+
+def test_the_table_covers_every_command():
+    commands = {" ".join(p.values[0]) for p in ROWS}
+    assert commands >= {"create-debian", "create-ubuntu", "create-kvm", "mount-vm",
+                        "umount-vm", "hostcreator boot-test", "hostcreator config",
+                        "hostcreator status", "hostcreator cache list",
+                        "hostcreator cache prune"}
+    assert len(ROWS) >= 24
+
+
+def test_a_missing_volume_group_is_named(monkeypatch):
+    # LVM cannot run here (no device-mapper, no lvm2): vgs's answer is faked.
+    def vgs(argv, **_kwargs):
+        assert argv[:1] == ["vgs"] and argv[-1] == "vg0"
+        return run_module.Result(list(argv), 5, "", ['Volume group "vg0" not found'])
+
+    monkeypatch.setattr(storage, "run", vgs)
+    with pytest.raises(InvalidInput, match="volume group 'vg0' not found") as exc:
+        storage.LvmStorage("vg0", "web1-disk01").check()
+    assert exc.value.hint == "check VG_NAME, or use STORAGE=file for image files"

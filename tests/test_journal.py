@@ -1,0 +1,108 @@
+"""The build journal as data, and what the commands make of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from hostcreator import config, journal
+from hostcreator.journal import Journal, Status
+
+pytestmark = pytest.mark.unit
+
+
+def test_saved_journal_reads_back_the_same(tmp_path):
+    record = Journal("web1", "debian", "trixie", tmp_path / "web1-disk01.img")
+    record.begin_run(123, {"SIZE": "8"}, resumed=False)
+    record.begin("disk")
+    record.end("disk")
+    record.loop = tmp_path / "loop7"
+    journal.save(tmp_path, record)
+    again = journal.load(tmp_path, "web1")
+    assert again == record
+    assert again.next_stage() == "partitions"
+    assert journal.names(tmp_path) == ["web1"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("status,stage,done,error,says", [
+    (Status.RUNNING, "install", ["disk"], None, "was killed in stage install (PID 9"),
+    (Status.FAILED, "install", ["disk"], "boom", "failed in stage install: boom"),
+    (Status.FAILED, "disk", ["disk"], "x", "failed right after stage disk: x"),
+    (Status.FAILED, None, [], "x", "failed before its first stage: x"),
+    (Status.INTERRUPTED, "bootstrap", [], "interrupted by SIGINT",
+     "was interrupted in stage bootstrap: interrupted by SIGINT"),
+])
+def test_describe_tells_how_a_build_stopped(tmp_path, status, stage, done, error, says):
+    record = Journal("web1", "debian", "trixie", tmp_path, status=status, stage=stage,
+                     done=done, error=error, pid=9)
+    assert says in record.describe()
+    assert not record.finished
+
+
+def test_settings_keep_no_password_of_a_url():
+    cfg = config.load(None, {"APT_PROXY": "http://me:s3cret@proxy:3128",
+                             "MIRROR": "http://mirror.invalid/debian"}, environ={})
+    settings = journal.settings_of(cfg)
+    assert settings["APT_PROXY"] == "http://me:***@proxy:3128"
+    assert settings["MIRROR"] == "http://mirror.invalid/debian"
+    assert "s3cret" not in json.dumps(settings)
+
+
+def test_an_unreadable_journal_is_warned_about_and_ignored(tmp_path):
+    (tmp_path / "web1.json").write_text("{not json")
+    assert journal.load(tmp_path, "web1") is None
+
+
+def _conf(tmp_path):
+    conf = tmp_path / "conf"
+    conf.write_text(f"IMAGE_DIR={tmp_path}/images\nLOG_DIR={tmp_path}/log\n"
+                    f"STATE_DIR={tmp_path}/st\nJOURNAL_DIR={tmp_path}/journal\n")
+    return conf
+
+
+def test_resume_and_restart_exclude_each_other(tmp_path):
+    result = run_cli("create-debian", "web1", "--resume", "--restart", "--config",
+                     str(_conf(tmp_path)))
+    assert result.returncode == 2
+    assert "--resume and --restart exclude each other" in result.stderr
+
+
+@pytest.mark.root
+def test_nothing_to_resume_without_a_journal_or_after_a_finished_build(tmp_path):
+    conf = _conf(tmp_path)
+    result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
+    assert result.returncode == 2, result.stderr
+    assert "nothing to resume for web1: it has no build journal" in result.stderr
+    record = Journal("web1", "debian", "trixie", tmp_path / "images" / "web1-disk01.img")
+    record.stop(Status.FINISHED)
+    journal.save(tmp_path / "journal", record)
+    result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
+    assert result.returncode == 2 and "its build finished at" in result.stderr
+    assert not (tmp_path / "images").exists()
+
+
+@pytest.mark.root
+def test_an_unfinished_build_of_the_other_distribution_or_disk_is_refused(tmp_path):
+    conf = _conf(tmp_path)
+    record = Journal("web1", "ubuntu", "resolute", tmp_path / "images" / "web1-disk01.img",
+                     status=Status.FAILED, stage="install", done=["disk"])
+    journal.save(tmp_path / "journal", record)
+    result = run_cli("create-debian", "web1", "--config", str(conf))
+    assert result.returncode == 2 and "web1 has an unfinished ubuntu build" in result.stderr
+    assert "create-ubuntu web1 --resume" in result.stderr
+    record.distribution, record.suite = "debian", "trixie"
+    record.disk = tmp_path / "elsewhere.img"
+    journal.save(tmp_path / "journal", record)
+    result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
+    assert result.returncode == 2, result.stderr
+    assert f"was on {tmp_path}/elsewhere.img" in result.stderr
+    record.disk = tmp_path / "images" / "web1-disk01.img"
+    journal.save(tmp_path / "journal", record)
+    result = run_cli("create-debian", "web1", "--config", str(conf))
+    assert result.returncode == 6, result.stderr
+    assert "the build of web1 did not finish: it failed in stage install" in result.stderr
+    result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
+    assert result.returncode == 2 and "is gone: nothing to resume" in result.stderr
