@@ -7,6 +7,10 @@
 # HOSTCREATOR_NAME, HOSTCREATOR_ROOT, HOSTCREATOR_DISTR,
 # HOSTCREATOR_DISTRIBUTION (debian or ubuntu), HOSTCREATOR_HOOK.
 # A non-zero exit stops the build (everything is unmounted and detached).
+# The mounts are the build's own (a private mount namespace): the rest of the
+# host does not see MOUNTPOINT's contents. A build resumed after this hook
+# failed (create-* NAME --resume) runs it again: write it so that a second run
+# does no harm.
 # Install it as /etc/hostcreator/postunpack.sh and make it executable.
 set -eu
 name=$1

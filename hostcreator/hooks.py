@@ -9,7 +9,9 @@ goes to the VM's log. A non-zero exit stops the build; the error carries the
 hook's exit code and the last lines of its output. postunpack.sh runs after
 the skeleton is in place, postconfig.sh after the chroot install and before
 the boot loader; in both, /proc, /sys and /dev are mounted in MOUNTPOINT so the
-hook may chroot into it, and service starts are blocked.
+hook may chroot into it, and service starts are blocked. The hook runs in the
+build's private mount namespace. A hook that failed (or was cut off) runs again
+when the build is resumed; one that finished does not.
 """
 
 from __future__ import annotations

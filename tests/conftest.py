@@ -266,8 +266,8 @@ def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
     shutil.copy(DATA / "report-postconfig.sh", env.hook_dir / "postconfig.sh")
     (env.hook_dir / "postconfig.sh").chmod(0o755)
     # What a hook is given, for the secrets test: its arguments and its environment.
-    env.install_hook("postunpack.sh", f'#!/bin/sh\necho "$@" > {env.base}/hook-seen\n'
-                     f'env >> {env.base}/hook-seen\n')
+    env.install_hook("postunpack.sh", f'#!/bin/sh\necho "$@" > {env.base}/hook-seen-$1\n'
+                     f'env >> {env.base}/hook-seen-$1\n')
     name = unique_name()
     program = f"create-{distribution}"
     result = run_cli(program, name, *([suite] if suite else []), "--config", str(env.config))

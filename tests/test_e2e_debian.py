@@ -45,7 +45,7 @@ def test_secrets_are_in_no_log_command_line_hook_or_journal(debian_vm):
     log = (debian_vm.env.log_dir / f"{debian_vm.name}.log").read_text()
     # The log shows every command line: the commands are there...
     assert "+ chroot" in log and "chpasswd" in log
-    hook_seen = (debian_vm.env.base / "hook-seen").read_text()
+    hook_seen = (debian_vm.env.base / f"hook-seen-{debian_vm.name}").read_text()
     assert f"HOSTCREATOR_NAME={debian_vm.name}" in hook_seen
     journal = (debian_vm.env.journal_dir / f"{debian_vm.name}.json").read_text()
     assert "ROOT_PASSWORD_FILE" in journal  # the file's name, not what it holds
