@@ -319,3 +319,39 @@ def test_restart_starts_an_unfinished_build_over_on_its_own_disk(testenv, shared
                     "--restart")
     assert again.returncode == 3 and "already holds data" in again.stderr, again.stderr
     assert testenv.journal(name)["status"] == "finished"
+
+
+def test_after_a_power_cut_cleanup_touches_nothing_that_is_not_the_builds(
+        testenv, shared_cache):
+    """A reboot leaves a journal that says `running`, naming a namespace and a PID whose
+    numbers may belong to someone else now: cleanup must not stop them."""
+    testenv.write(CACHE_DIR=str(shared_cache))
+    name = unique_name()
+    env = {**_environ(), "HOSTCREATOR_FAULT": "after:bootstrap"}
+    result = run_cli("create-debian", name, DEBIAN_SUITE, "--config", str(testenv.config),
+                     env=env)
+    assert result.returncode == 1, result.stderr
+    bystander = subprocess.Popen(["unshare", "--mount", "--propagation=private", "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{bystander.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        record = journal.load(testenv.journal_dir, name)
+        assert record is not None
+        record.status = journal.Status.RUNNING  # as the power cut left it
+        record.namespace = os.readlink(f"/proc/{bystander.pid}/ns/mnt")
+        record.pid = bystander.pid
+        journal.save(testenv.journal_dir, record)
+        status = run_cli("hostcreator", "status", "--config", str(testenv.config))
+        assert f"was killed right after stage bootstrap (PID {bystander.pid}" in status.stdout
+        cleanup = run_cli("hostcreator", "cleanup", name, "--config", str(testenv.config))
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert "nothing was left to clean up" in cleanup.stderr
+        assert bystander.poll() is None, "cleanup stopped a process that was not the build's"
+        record = testenv.journal(name)
+        assert record["status"] == "interrupted" and "killed" in record["error"]
+        assert "--resume" in cleanup.stderr
+    finally:
+        bystander.kill()
+        bystander.wait()
