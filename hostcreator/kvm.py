@@ -18,7 +18,17 @@ from pathlib import Path
 
 import libvirt
 
-from hostcreator import bootwait, domain, identity, journal, recover, storage, virt, vmmount
+from hostcreator import (
+    bootwait,
+    domain,
+    identity,
+    journal,
+    mounts,
+    recover,
+    storage,
+    virt,
+    vmmount,
+)
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
 from hostcreator.errors import (
     DiskInUse,
@@ -153,9 +163,20 @@ def refuse_shared_disk(conn: libvirt.virConnect, config: Config, path: Path,
                         hint="two domains must never share a disk")
 
 
+def refuse_open_disk(config: Config, path: Path) -> None:
+    """A disk some process has open (a QEMU started by hand) is not booted a second time."""
+    if virt.is_remote(config.libvirt_uri) or not path.exists():
+        return
+    if pids := mounts.processes_using(path):
+        raise DiskInUse(f"{path} is open in process(es) {mounts.describe_processes(pids)}",
+                        hint="is a VM (QEMU) running from it? two VMs on one disk destroy it: "
+                             "stop that process first")
+
+
 def check_libvirt(conn: libvirt.virConnect, config: Config, name: str, path: Path) -> None:
     refuse_existing(conn, name)
     refuse_shared_disk(conn, config, path)
+    refuse_open_disk(config, path)
     if config.network_type is NetworkType.NETWORK:
         virt.check_network(conn, config.network)
 
@@ -259,6 +280,7 @@ def start_existing(config: Config, name: str, *, wait_seconds: float | None = No
                 if local and Path(path).exists():
                     storage.check_not_in_use(Path(path), path)
                 refuse_shared_disk(conn, config, Path(path), exclude_uuid=dom.UUIDString())
+                refuse_open_disk(config, Path(path))
             try:
                 dom.create()
             except libvirt.libvirtError as exc:

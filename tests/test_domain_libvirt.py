@@ -188,6 +188,26 @@ def test_disk_of_another_domain_is_in_use(vm_env, domains, conn):
     assert virt.lookup(conn, name) is None
 
 
+def test_disk_open_in_a_process_is_not_booted_twice(vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    image = blank_disk(vm_env, name)
+    with open(image, "rb") as disk:  # a QEMU started by hand, say
+        holder = subprocess.Popen(["sleep", "300"], stdin=disk)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{holder.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        result = create_kvm(name, vm_env)
+        assert result.returncode == 3, result.stderr
+        assert f"{image} is open in process(es) {holder.pid} (sleep)" in result.stderr
+        assert virt.lookup(conn, name) is None
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_missing_libvirt_network(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
