@@ -149,19 +149,11 @@ def mounts_of(devices: Sequence[Path], *, ours: bool = True) -> list[Mount]:
 
     found = [Mount(e.source, e.point, None) for e in mounts.mountinfo() if on_devices(e)] \
         if ours else []
-    seen = {os.readlink("/proc/self/ns/mnt")}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            namespace = os.readlink(entry / "ns" / "mnt")
-            if namespace in seen:
-                continue
-            seen.add(namespace)
-            entries = mounts.mountinfo(entry / "mountinfo")
-        except OSError:
-            continue  # it ended while we looked
-        found += [Mount(e.source, e.point, int(entry.name)) for e in entries if on_devices(e)]
+    ours_ns = mounts.current_namespace()
+    for pid, namespace in mounts.namespaces():
+        if namespace != ours_ns:
+            found += [Mount(e.source, e.point, pid) for e in mounts.mountinfo_of(pid)
+                      if on_devices(e)]
     return found
 
 

@@ -23,7 +23,6 @@ from hostcreator import (
     domain,
     identity,
     journal,
-    mounts,
     recover,
     storage,
     virt,
@@ -165,12 +164,8 @@ def refuse_shared_disk(conn: libvirt.virConnect, config: Config, path: Path,
 
 def refuse_open_disk(config: Config, path: Path) -> None:
     """A disk some process has open (a QEMU started by hand) is not booted a second time."""
-    if virt.is_remote(config.libvirt_uri) or not path.exists():
-        return
-    if pids := mounts.processes_using(path):
-        raise DiskInUse(f"{path} is open in process(es) {mounts.describe_processes(pids)}",
-                        hint="is a VM (QEMU) running from it? two VMs on one disk destroy it: "
-                             "stop that process first")
+    if not virt.is_remote(config.libvirt_uri) and path.exists():
+        storage.refuse_open(path, str(path))
 
 
 def check_libvirt(conn: libvirt.virConnect, config: Config, name: str, path: Path) -> None:

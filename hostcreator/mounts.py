@@ -10,7 +10,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
@@ -255,21 +255,31 @@ def syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def namespaces_holding(device: Path) -> list[str]:
-    """Processes in whose mount namespace a file system on DEVICE (or a partition) is mounted."""
-    names = (device.name, *(f"{device.name}p{i}" for i in range(1, 16)))
-    found = []
+def namespaces() -> Iterator[tuple[int, str]]:
+    """(a PID, its mount namespace) for every mount namespace, one process of each."""
     seen = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
-            ns = os.readlink(entry / "ns" / "mnt")
-            if ns in seen:
-                continue
-            text = (entry / "mountinfo").read_text()
-            if any(f" /dev/{n} " in line.split(" - ", 1)[-1] + " " for n in names
-                   for line in text.splitlines()):
-                seen.add(ns)
-                found.append(f"{entry.name} ({(entry / 'comm').read_text().strip()})")
-    return found
+        try:
+            namespace = os.readlink(entry / "ns" / "mnt")
+        except OSError:
+            continue  # it ended while we looked
+        if namespace not in seen:
+            seen.add(namespace)
+            yield int(entry.name), namespace
+
+
+def mountinfo_of(pid: int) -> list[MountEntry]:
+    """The mounts PID's namespace holds; none when PID has ended meanwhile."""
+    try:
+        return mountinfo(Path(f"/proc/{pid}/mountinfo"))
+    except OSError:
+        return []
+
+
+def namespaces_holding(device: Path) -> list[str]:
+    """Processes in whose mount namespace a file system on DEVICE (or a partition) is mounted."""
+    sources = {f"/dev/{device.name}", *(f"/dev/{device.name}p{i}" for i in range(1, 16))}
+    return [describe_processes([pid]) for pid, _ns in namespaces()
+            if any(entry.source in sources for entry in mountinfo_of(pid))]

@@ -147,8 +147,8 @@ def validate(build: Build) -> None:
                         config.apt_proxy)
 
 
-def check_previous(build: Build, previous: Journal | None) -> bool:
-    """May this run go ahead, given NAME's journal? True when an unfinished build is taken up."""
+def check_previous(build: Build, previous: Journal | None) -> Journal | None:
+    """May this run go ahead, given NAME's journal? Returns the unfinished build taken up."""
     resume = f"{build.program} {build.name} --resume"
     if previous is None or previous.finished:
         if build.mode is Mode.RESUME:
@@ -156,7 +156,7 @@ def check_previous(build: Build, previous: Journal | None) -> bool:
             what = (f"its build finished at {previous.updated}" if previous
                     else f"it has no build journal ({where})")
             raise InvalidInput(f"nothing to resume for {build.name}: {what}")
-        return False
+        return None
     if previous.distribution != build.distribution.name:
         raise InvalidInput(
             f"{build.name} has an unfinished {previous.distribution} build",
@@ -176,8 +176,7 @@ def check_previous(build: Build, previous: Journal | None) -> bool:
     if build.mode is Mode.RESUME and previous.suite != build.suite:
         raise InvalidInput(f"the unfinished build of {build.name} is of {previous.suite}, "
                            f"not {build.suite}", hint=f"{resume} (or --restart for {build.suite})")
-    build.own_disk = True
-    return True
+    return previous
 
 
 def check_state(build: Build, taken_up: Journal | None) -> None:
@@ -420,7 +419,8 @@ def create(build: Build) -> Progress:
     config = build.config
     with vm_lock(config.state_dir, build.name, build.program):
         previous = journal.load(config.journal_dir, build.name)
-        taken_up = previous if check_previous(build, previous) else None
+        taken_up = check_previous(build, previous)
+        build.own_disk = taken_up is not None
         if taken_up is not None:
             with log_file(build.log_path):
                 logger.info("%s: the earlier build %s", build.name, taken_up.describe())

@@ -218,6 +218,11 @@ def check_disk_free(path: Path, what: str, libvirt_uri: str) -> None:
                         hint="a domain's disk is never built over: shut the domain down and "
                              "remove it first (virsh destroy / virsh undefine), or choose "
                              "another name")
+    refuse_open(path, what)
+
+
+def refuse_open(path: Path, what: str) -> None:
+    """No process has the disk open: two VMs on one disk destroy it."""
     if pids := mounts.processes_using(path):
         raise DiskInUse(f"{what} is open in process(es) {mounts.describe_processes(pids)}",
                         hint="is a VM (QEMU) running from it? stop that process first")

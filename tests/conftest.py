@@ -151,26 +151,11 @@ class TestEnv:
 
 def mounts_in_other_namespaces(top: Path) -> list[tuple[int, str]]:
     """(PID, mount point) of mounts at or below TOP in mount namespaces other than ours."""
-    ours = os.readlink("/proc/self/ns/mnt")
-    seen = {ours}
-    found = []
-    prefix = os.path.realpath(top)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            namespace = os.readlink(entry / "ns" / "mnt")
-            if namespace in seen:
-                continue
-            text = (entry / "mountinfo").read_text()
-        except OSError:
-            continue
-        seen.add(namespace)
-        for line in text.splitlines():
-            point = line.split()[4]
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append((int(entry.name), point))
-    return found
+    ours = mounts.current_namespace()
+    prefix = Path(os.path.realpath(top))
+    return [(pid, str(entry.point)) for pid, namespace in mounts.namespaces() if namespace != ours
+            for entry in mounts.mountinfo_of(pid)
+            if entry.point == prefix or prefix in entry.point.parents]
 
 
 def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess[str]:
