@@ -1,12 +1,12 @@
 """Waiting for a started guest to be up: its guest agent answers, or its login prompt shows.
 
 The login prompt is looked for in the serial console's log file (written by
-virtlogd, appended to at every start), in what was written after the start.
+virtlogd, appended to at every start), in what was written after the start; a
+kernel panic there ends the waiting at once.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,48 +14,16 @@ from pathlib import Path
 import libvirt
 
 from hostcreator import virt
+from hostcreator.console import LOGIN_PROMPT, last_lines, panic, read_since
 from hostcreator.errors import HostCreatorError
 
-# getty's prompt at the start of a line; the kernel (or a unit) may write after it.
-LOGIN_PROMPT = re.compile(rb"^\r?[A-Za-z0-9][A-Za-z0-9.-]* login: ", re.MULTILINE)
 POLL_SECONDS = 1.0
-LAST_LINES = 5
-# Terminal control sequences GRUB and the kernel send to the serial console.
-ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[()][0-9A-Za-z]"
-                     r"|[=>c78])|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass
 class Up:
     how: str
     seconds: float
-
-
-def log_size(path: Path | None) -> int:
-    """Where the output of the next start will begin in the console log."""
-    try:
-        return path.stat().st_size if path is not None else 0
-    except OSError:
-        return 0
-
-
-def read_since(path: Path | None, offset: int) -> bytes:
-    """The console log from OFFSET on (all of it if it was rotated or truncated meanwhile)."""
-    if path is None:
-        return b""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(offset if f.tell() >= offset else 0)
-            return f.read()
-    except OSError:
-        return b""
-
-
-def last_lines(console: bytes, count: int = LAST_LINES) -> list[str]:
-    text = ESCAPES.sub("", console.decode("utf-8", "replace"))
-    lines = [line.strip() for line in re.split(r"[\r\n]+", text)]
-    return [line for line in lines if line][-count:]
 
 
 def wait_for_guest(dom: libvirt.virDomain, console_log: Path | None, *, since: int,
@@ -69,6 +37,12 @@ def wait_for_guest(dom: libvirt.virDomain, console_log: Path | None, *, since: i
         elapsed = time.monotonic() - start
         if LOGIN_PROMPT.search(console):
             return Up("its login prompt is on the serial console", elapsed)
+        why = panic(console)
+        if why is not None:
+            raise HostCreatorError(
+                f"{name} will not come up: its {why}",
+                hint=f"it is hung, not stopped: `virsh destroy {name}` stops it{where}",
+            )
         hostname = virt.agent_hostname(dom)
         if hostname is not None:
             return Up(f"its guest agent answers (host name {hostname!r})", elapsed)

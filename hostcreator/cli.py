@@ -16,6 +16,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+try:  # newer typer carries its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+
 from hostcreator import (
     __version__,
     cache,
@@ -156,10 +161,11 @@ def build_mode(resume: bool, restart: bool) -> pipeline.Mode:
 
 def create_command(distribution: str) -> Callable[..., None]:
     def command(
-        name: Annotated[str, typer.Argument(help="name of the VM: host name and disk name")],
+        name: Annotated[str, typer.Argument(metavar="NAME",
+                                           help="name of the VM: host name and disk name")],
         distr: Annotated[
-            str | None, typer.Argument(help="suite, e.g. trixie or resolute (default: DISTR "
-                                       "or the current release)")
+            str | None, typer.Argument(metavar="DISTR", help="suite, e.g. trixie or resolute "
+                                       "(default: DISTR or the current release)")
         ] = None,
         config_path: ConfigOption = None,
         sets: SetOption = None,
@@ -202,8 +208,8 @@ def create_command(distribution: str) -> Callable[..., None]:
 
 
 def boot_test(
-    name: Annotated[str, typer.Argument(help="name of a VM built by create-debian or "
-                                        "create-ubuntu")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="name of a VM built by "
+                                        "create-debian or create-ubuntu")],
     config_path: ConfigOption = None,
     sets: SetOption = None,
     timeout: Annotated[int, typer.Option(min=1, help="seconds to wait for the login prompt")]
@@ -264,7 +270,7 @@ def _print_listing(cfg: config.Config) -> None:
 
 
 def mount_vm(
-    name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="name of the VM")] = None,
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="name of the VM")] = None,
     read_only: Annotated[bool, typer.Option(
         "--read-only", "-r", help="mount read-only without journal replay (allowed while "
         "the VM runs)")] = False,
@@ -396,7 +402,8 @@ def optional_wait(args: list[str]) -> list[str]:
 
 
 def create_kvm(
-    name: Annotated[str, typer.Argument(help="name of the VM whose disk create-debian built")],
+    name: Annotated[str, typer.Argument(metavar="NAME",
+                                        help="name of the VM whose disk create-debian built")],
     config_path: ConfigOption = None,
     sets: SetOption = None,
     memory: Annotated[int | None, typer.Option("--memory", help="memory in MiB (MEMORY)")]
@@ -504,6 +511,13 @@ def cache_prune(
 
 app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True, add_completion=False,
                   help="Turn a name into an installed, bootable Debian or Ubuntu KVM VM.")
+
+
+@app.callback()
+def _hostcreator(version: VersionOption = False) -> None:
+    """Turn a name into an installed, bootable Debian or Ubuntu KVM VM."""
+
+
 cache_app = typer.Typer(context_settings=CONTEXT, no_args_is_help=True,
                         help="The rootfs cache: list and prune its entries.")
 cache_app.command("list")(cache_list)
@@ -526,25 +540,43 @@ def _single(command: Callable[..., None]) -> typer.Typer:
     return one
 
 
+def launch(command: typer.Typer, prog: str, args: list[str] | None = None) -> NoReturn:
+    """Run COMMAND; a usage error is one line and a hint, as every other error, exit code 2."""
+    try:
+        code = command(args=sys.argv[1:] if args is None else args, prog_name=prog,
+                       standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(2)
+    except UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else prog
+        # Named as the command's own errors name it: `cache prune`, not `hostcreator cache prune`.
+        program = path.removeprefix("hostcreator ")
+        typer.echo(f"{program}: error: {exc.format_message()}", err=True)
+        typer.echo(f"{program}: hint: `{path} -h` shows how to call it", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
-    app(args=optional_wait(sys.argv[1:]), prog_name="hostcreator")
+    launch(app, "hostcreator", optional_wait(sys.argv[1:]))
 
 
 def create_debian_main() -> None:
-    _single(create_command("debian"))(prog_name="create-debian")
+    launch(_single(create_command("debian")), "create-debian")
 
 
 def create_ubuntu_main() -> None:
-    _single(create_command("ubuntu"))(prog_name="create-ubuntu")
+    launch(_single(create_command("ubuntu")), "create-ubuntu")
 
 
 def mount_vm_main() -> None:
-    _single(mount_vm)(prog_name="mount-vm")
+    launch(_single(mount_vm), "mount-vm")
 
 
 def umount_vm_main() -> None:
-    _single(umount_vm)(prog_name="umount-vm")
+    launch(_single(umount_vm), "umount-vm")
 
 
 def create_kvm_main() -> None:
-    _single(create_kvm)(args=optional_wait(sys.argv[1:]), prog_name="create-kvm")
+    launch(_single(create_kvm), "create-kvm", optional_wait(sys.argv[1:]))

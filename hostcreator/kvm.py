@@ -29,6 +29,7 @@ from hostcreator import (
     vmmount,
 )
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
+from hostcreator.console import log_size
 from hostcreator.errors import (
     DiskInUse,
     DomainExists,
@@ -245,7 +246,7 @@ def create(config: Config, name: str, *, wait_seconds: float | None = None) -> S
                             spec.virt_type, spec.memory, spec.vcpus, spec.nic.type,
                             f" {spec.nic.source}" if spec.nic.source else "")
             console = spec.console_log if local else None
-            since = bootwait.log_size(console)
+            since = log_size(console)
             with progress.stage("start" + (f" from {spec.live_iso}" if live else "")):
                 dom = start(conn, dom, live)
                 report(config, dom, console)
@@ -267,7 +268,7 @@ def start_existing(config: Config, name: str, *, wait_seconds: float | None = No
             raise InvalidInput(f"there is no domain {name}",
                                hint=f"create-kvm {name} (without --start) defines it")
         console = virt.console_log_of(dom) if local else None
-        since = bootwait.log_size(console)
+        since = log_size(console)
         if dom.isActive():
             logger.info("%s is running already", name)
         else:

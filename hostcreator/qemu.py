@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostcreator.console import LOGIN_PROMPT, last_lines, panic
 from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
 from hostcreator.run import spawn, stop
 
-LOGIN_PROMPT = re.compile(rb"login: ?$", re.MULTILINE)
 POLL_SECONDS = 0.5
 
 
@@ -27,12 +27,17 @@ class Boot:
 
 
 def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int = 1024,
-              snapshot: bool = True, cpus: int = 2) -> list[str]:
+              snapshot: bool = True) -> list[str]:
     argv = [
         "qemu-system-x86_64",
         "-accel", accel,
         "-m", str(memory),
-        "-smp", str(cpus),
+        # One vCPU under software emulation. With two, each in a thread of its own, a
+        # Linux guest at times panics at boot: one vCPU runs kernel code the other has
+        # just patched as it was before ("Oops: int3"). Both in one thread
+        # (tcg,thread=single) is worse: the kernel's timer check then at times fails
+        # ("IO-APIC + timer doesn't work!"). Measured by bench/tcg_smp.py.
+        "-smp", "1" if accel == "tcg" else "2",
         "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
         "-nic", "user,model=virtio-net-pci",
         "-display", "none",
@@ -60,16 +65,19 @@ def boot(disk: Path, console_log: Path, *, until: re.Pattern[bytes] = LOGIN_PROM
                 elapsed = time.monotonic() - start
                 logger.info("    the guest is up after %.0f s", elapsed)
                 return Boot(data.decode("utf-8", "replace"), elapsed)
+            why = panic(data)
+            if why is not None:
+                raise HostCreatorError(f"the guest will not come up: its {why}",
+                                       hint=f"the whole console is in {console_log}")
             if proc.poll() is not None:
                 raise HostCreatorError(
                     f"QEMU stopped (exit code {proc.returncode}) before the guest was up",
                     hint=f"see {console_log} and {console_log.with_suffix('.qemu.log')}",
                 )
             if time.monotonic() - start > timeout:
-                last = data.decode("utf-8", "replace").splitlines()[-5:]
                 raise HostCreatorError(
                     f"the guest was not up after {timeout:.0f} s; last console lines: "
-                    + " | ".join(last),
+                    + " | ".join(last_lines(data)),
                     hint=f"the whole console is in {console_log}",
                 )
             time.sleep(POLL_SECONDS)

@@ -254,6 +254,13 @@ def _unique(paths: Iterable[Path | None]) -> list[Path]:
 def umount_vm(config: Config, name: str) -> Unmounted:
     """Undo mount-vm, and clear what an interrupted mount-vm or create left for NAME."""
     identity.validate_name(name)
+    disk = storage.for_vm(config, name)
+    if not (disk.exists() or mountstate.exists(config.state_dir, name)
+            or mountpoint(config, name).exists()
+            or journal.path_of(config.journal_dir, name).exists()):
+        # A name nothing is known of: most likely a typo, and no lock or log is made for it.
+        raise InvalidInput(f"{name} has no disk and nothing of it is mounted: "
+                           f"{disk.describe()} does not exist")
     with vm_lock(config.state_dir, name, "umount-vm"), _log(config, name):
         state = mountstate.load(config.state_dir, name)
         done = Unmounted(name)

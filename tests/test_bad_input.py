@@ -164,6 +164,8 @@ ROWS = [
         conf="MOUNT_DIR={tmp}/file/mnt", setup="file", id="mount-dir"),
     row(UMOUNT_VM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="umount-name"),
     row(UMOUNT_VM, ["../web1"], "'../web1' is not a valid host name", id="umount-path"),
+    row(UMOUNT_VM, ["web1"], "web1 has no disk and nothing of it is mounted: "
+        "image file {tmp}/images/web1-disk01.img does not exist", id="umount-unknown-name"),
     # --- hostcreator boot-test, config, status, cache ---
     row(BOOT_TEST, ["../x"], "'../x' is not a valid host name", id="boot-name"),
     row(BOOT_TEST, ["web1", "--accel", "xen"], "--accel 'xen' is not tcg or kvm",
@@ -178,6 +180,15 @@ ROWS = [
         conf="CACHE_DIR={tmp}/file", setup="file", id="cache-dir-file"),
     row(("hostcreator", "cache", "prune"), ["--older-than", "-1"],
         "--older-than must not be negative", id="cache-prune-negative"),
+    # --- the command line itself: one line and a hint, as every other error ---
+    row(CREATE_DEBIAN, [], "Missing argument 'NAME'",
+        hint="`create-debian -h` shows how to call it", id="usage-no-name"),
+    row(CREATE_UBUNTU, ["web1", "--bogus"], "No such option: --bogus", id="usage-unknown-option"),
+    row(CREATE_KVM, ["web1", "--wait", "0"], "Invalid value for '--wait'", id="usage-wait-zero"),
+    row(MOUNT_VM, ["web1", "extra"], "unexpected extra argument(s) (extra)", id="usage-extra"),
+    row(("hostcreator", "cache", "prune"), ["--older-than", "soon"],
+        "Invalid value for '--older-than'",
+        hint="`hostcreator cache prune -h` shows how to call it", id="usage-not-a-number"),
 ]
 
 

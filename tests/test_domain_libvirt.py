@@ -19,8 +19,9 @@ import libvirt
 import pytest
 from conftest import run_cli, unique_name
 
-from hostcreator import bootwait, domain, virt
+from hostcreator import domain, virt
 from hostcreator.config import NetworkType, VirtType
+from hostcreator.console import LOGIN_PROMPT
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]
 
@@ -72,7 +73,7 @@ def wait_for_login_prompt(console: Path, since: int, timeout: float) -> float:
     while time.monotonic() - start < timeout:
         with open(console, "rb") as f:
             f.seek(since)
-            if bootwait.LOGIN_PROMPT.search(f.read()):
+            if LOGIN_PROMPT.search(f.read()):
                 return time.monotonic() - start
         time.sleep(1)
     raise AssertionError(f"no login prompt in {console} after {timeout} s")
