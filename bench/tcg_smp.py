@@ -3,7 +3,7 @@
 
 Boots the kernel and initramfs of NAME's disk (built by create-debian or
 create-ubuntu) again and again under QEMU with TCG, two QEMUs at a time as in
-the tests, in each of three ways:
+the tests (--parallel 8 overloads a small host on purpose), in each of three ways:
   mttcg   2 vCPUs, a host thread each (QEMU's default);
   single  2 vCPUs in one host thread (-accel tcg,thread=single);
   smp1    1 vCPU;
@@ -12,12 +12,13 @@ where the kernel patches its own code and checks its timer) or the kernel
 panics. Printed: the boots and panics of each way, and each panic's reason.
 This is what made boot-test and the tests boot with one vCPU.
 
-    sudo .venv/bin/python bench/tcg_smp.py NAME [--config FILE] [--boots 100]
+    sudo .venv/bin/python bench/tcg_smp.py NAME [--config FILE] [--boots 100] [--parallel 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -82,6 +83,7 @@ def main() -> int:
     parser.add_argument("--boots", type=int, default=100, help="boots of each way")
     parser.add_argument("--until", type=int, default=6, help="guest seconds a boot must pass")
     parser.add_argument("--ways", default=",".join(WAYS), help="which ways, comma-separated")
+    parser.add_argument("--parallel", type=int, default=2, help="QEMUs at a time")
     args = parser.parse_args()
     ways = args.ways.split(",")
     work = Path(tempfile.mkdtemp(prefix="hostcreator-tcg-"))
@@ -89,7 +91,7 @@ def main() -> int:
     results: dict[str, Counter[str]] = {way: Counter() for way in ways}
     reasons: dict[str, Counter[str]] = {way: Counter() for way in ways}
     started = time.monotonic()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(args.parallel) as pool:
         jobs = {pool.submit(boot, way, kernel, initrd, work / f"{way}-{i}.log", args.until):
                 way for i in range(args.boots) for way in ways}
         for job, way in jobs.items():
@@ -97,7 +99,8 @@ def main() -> int:
             results[way][outcome] += 1
             if why:
                 reasons[way][why] += 1
-    print(f"{args.boots} boots of each way up to {args.until} s of guest time, two at a time, "
+    print(f"{args.boots} boots of each way up to {args.until} s of guest time, "
+          f"{args.parallel} at a time (load {os.getloadavg()[0]:.1f} at the end), "
           f"in {time.monotonic() - started:.0f} s; consoles in {work}")
     for way in ways:
         counts = results[way]

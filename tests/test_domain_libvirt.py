@@ -138,6 +138,44 @@ def test_define_start_wait_then_never_overwrite(debian_vm, vm_env, domains, conn
           f"{wait_for_login_prompt(console, since, WAIT):.0f} s after that")
 
 
+def panicking_copy(vm: conftest.BuiltVM, name: str, env: conftest.TestEnv) -> Path:
+    """A copy of VM's disk whose kernel panics at boot: no root file system it can mount."""
+    image = vm.copy(name, into=env)
+    assert run_cli("mount-vm", name, "--config", str(env.config)).returncode == 0
+    try:
+        grub_cfg = env.mount_dir / name / "boot/grub/grub.cfg"
+        text, count = re.subn(r"^(\s*linux\s.*)$", r"\1 rdinit=/hctest-none root=/dev/hctest-none",
+                              grub_cfg.read_text(), flags=re.MULTILINE)
+        assert count >= 1
+        grub_cfg.write_text(text)
+    finally:
+        assert run_cli("umount-vm", name, "--config", str(env.config)).returncode == 0
+    return image
+
+
+@pytest.mark.e2e
+def test_a_kernel_panic_ends_the_waiting_at_once(debian_vm, vm_env, domains, conn):
+    name = unique_name()
+    domains.append(name)
+    panicking_copy(debian_vm, name, vm_env)
+    panic = "kernel panic: VFS: Unable to mount root fs"
+
+    # boot-test: QEMU of its own.
+    result = run_cli("hostcreator", "boot-test", name, "--config", str(vm_env.config),
+                     "--timeout", str(WAIT), timeout=WAIT + 60)
+    assert result.returncode == 1, result.stderr
+    assert f"boot-test: error: the guest will not come up: its {panic}" in result.stderr
+    assert "was not up after" not in result.stderr
+
+    # create-kvm --wait: the domain's console, written by virtlogd.
+    result = create_kvm(name, vm_env, "--wait", str(WAIT))
+    assert result.returncode == 1, result.stderr
+    assert f"create-kvm: error: {name} will not come up: its {panic}" in result.stderr
+    assert f"`virsh destroy {name}` stops it" in result.stderr
+    # Hung, not stopped: the domain is the user's to look at.
+    assert conn.lookupByName(name).isActive()
+
+
 def test_first_boot_from_a_live_iso_keeps_the_persistent_definition(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
