@@ -18,16 +18,7 @@ from pathlib import Path
 
 import libvirt
 
-from hostcreator import (
-    bootwait,
-    domain,
-    identity,
-    journal,
-    recover,
-    storage,
-    virt,
-    vmmount,
-)
+from hostcreator import bootwait, domain, identity, journal, recover, storage, virt, vmmount
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
 from hostcreator.console import log_size
 from hostcreator.errors import (

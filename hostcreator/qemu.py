@@ -36,7 +36,7 @@ def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int 
         # Linux guest at times panics at boot: one vCPU runs kernel code the other has
         # just patched as it was before ("Oops: int3"). Both in one thread
         # (tcg,thread=single) is worse: the kernel's timer check then at times fails
-        # ("IO-APIC + timer doesn't work!"). Measured by bench/tcg_smp.py.
+        # ("IO-APIC + timer doesn't work!"). bench/tcg_smp.py counts such panics.
         "-smp", "1" if accel == "tcg" else "2",
         "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
         "-nic", "user,model=virtio-net-pci",

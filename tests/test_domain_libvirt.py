@@ -21,7 +21,7 @@ from conftest import run_cli, unique_name
 
 from hostcreator import domain, virt
 from hostcreator.config import NetworkType, VirtType
-from hostcreator.console import LOGIN_PROMPT
+from hostcreator.console import LOGIN_PROMPT, read_since
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]
 
@@ -71,10 +71,8 @@ def without_agent_state(xml: str) -> str:
 def wait_for_login_prompt(console: Path, since: int, timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        with open(console, "rb") as f:
-            f.seek(since)
-            if LOGIN_PROMPT.search(f.read()):
-                return time.monotonic() - start
+        if LOGIN_PROMPT.search(read_since(console, since)):
+            return time.monotonic() - start
         time.sleep(1)
     raise AssertionError(f"no login prompt in {console} after {timeout} s")
 
