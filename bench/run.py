@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator import mounts, qemu
+from hostcreator.domain import qemu
+from hostcreator.host import mounts
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

@@ -29,7 +29,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hostcreator import config, console, vmmount
+from hostcreator import config
+from hostcreator.domain import console
+from hostcreator.vm import mount as vmmount
 
 WAYS = {
     "mttcg": ["-accel", "tcg", "-smp", "2"],

@@ -21,22 +21,15 @@ try:  # newer typer carries its own copy of click
 except ImportError:  # pragma: no cover
     from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
 
-from hostcreator import (
-    __version__,
-    cache,
-    config,
-    distro,
-    identity,
-    journal,
-    kvm,
-    pipeline,
-    qemu,
-    recover,
-    storage,
-    vmmount,
-)
+from hostcreator import __version__, config, distro
+from hostcreator.build import cache, identity, pipeline, recover
+from hostcreator.disk import storage
+from hostcreator.domain import qemu
 from hostcreator.errors import HostCreatorError, Interrupted, InvalidInput
 from hostcreator.log import logger, setup_console
+from hostcreator.state import journal
+from hostcreator.vm import kvm
+from hostcreator.vm import mount as vmmount
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 

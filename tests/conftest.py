@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import lock, mounts, storage
+from hostcreator.disk import storage
+from hostcreator.host import mounts
+from hostcreator.state import lock
 
 DATA = Path(__file__).parent / "data"
 BIN = Path(sys.executable).parent
@@ -320,7 +322,7 @@ def domains(libvirtd: str):
     """Names of the domains a test makes (append them first); destroyed and undefined after."""
     import libvirt
 
-    from hostcreator import virt  # noqa: F401  (libvirt's errors become exceptions only)
+    from hostcreator import virt  # noqa: F401  libvirt's errors become exceptions only
 
     names: list[str] = []
     yield names

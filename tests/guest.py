@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hostcreator import qemu
+from hostcreator.domain import qemu
 
 REPORT_END = re.compile(rb"HCREPORT END")
 # The getty on the same serial port may write terminal queries into a line.

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from conftest import run_cli, unique_name
 
-from hostcreator import mounts, mountstate, storage
+from hostcreator.disk import storage
+from hostcreator.host import mounts
+from hostcreator.state import mountstate
 
 
 class VM:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import archive, distro
+from hostcreator import distro
+from hostcreator.build import archive
 from hostcreator.errors import HostCreatorError, InvalidInput
 
 pytestmark = pytest.mark.unit

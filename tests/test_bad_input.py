@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from hostcreator import mounts, storage
 from hostcreator import run as run_module
+from hostcreator.disk import storage
 from hostcreator.errors import InvalidInput
+from hostcreator.host import mounts
 
 pytestmark = pytest.mark.unit
 

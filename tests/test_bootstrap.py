@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import bootstrap, config, distro
+from hostcreator import config, distro
+from hostcreator.build import bootstrap
 from hostcreator.config import BootstrapTool
 from hostcreator.errors import HostCreatorError, InvalidInput
 
@@ -62,7 +63,7 @@ def test_missing_keyring_is_refused_with_the_package_to_install(tmp_path):
 
 
 def test_sources_add_update_and_security_pockets(tmp_path):
-    from hostcreator import sources
+    from hostcreator.build import sources
 
     (tmp_path / "etc/apt").mkdir(parents=True)
     (tmp_path / "etc/apt/sources.list").write_text("deb http://archive.test/debian trixie main\n")
@@ -79,7 +80,7 @@ def test_sources_add_update_and_security_pockets(tmp_path):
 
 
 def test_sources_of_a_rolling_suite_have_no_pockets(tmp_path):
-    from hostcreator import sources
+    from hostcreator.build import sources
 
     assert sources.render(DEBIAN, "sid", "http://archive.test/debian") == \
         "# Written by hostcreator.\ndeb http://archive.test/debian sid main\n"

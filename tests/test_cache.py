@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from hostcreator import bootstrap, cache, config, distro
+from hostcreator import config, distro
+from hostcreator.build import bootstrap, cache
 from hostcreator.config import BootstrapTool
 from hostcreator.log import Progress, log_file
 

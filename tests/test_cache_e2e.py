@@ -19,7 +19,7 @@ from conftest import DEBIAN_SUITE, BuiltVM, command, run_cli, unique_name
 from guest import boot_and_report
 from proxy import RecordingProxy
 
-from hostcreator import cache
+from hostcreator.build import cache
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 # The line the bootstrap stage logs (the stage title and the summary repeat it).

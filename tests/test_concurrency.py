@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN_SUITE, command, run_cli, unique_name
 
-from hostcreator import mounts, storage
+from hostcreator.disk import storage
+from hostcreator.host import mounts
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostcreator import console
+from hostcreator.domain import console
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import DOMAIN_XML, run_cli, unique_name
 
-from hostcreator import loopdev, mounts, partition, storage
+from hostcreator.disk import partition, storage
+from hostcreator.host import loopdev, mounts
 
 if TYPE_CHECKING:
     from conftest import TestEnv

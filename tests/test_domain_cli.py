@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import run_cli, unique_name
 
-from hostcreator import cli, storage
+from hostcreator import cli
+from hostcreator.disk import storage
 
 pytestmark = pytest.mark.unit
 

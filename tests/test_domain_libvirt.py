@@ -19,9 +19,10 @@ import libvirt
 import pytest
 from conftest import run_cli, unique_name
 
-from hostcreator import domain, virt
 from hostcreator.config import NetworkType, VirtType
-from hostcreator.console import LOGIN_PROMPT, read_since
+from hostcreator.domain import render as domain
+from hostcreator.domain import virt
+from hostcreator.domain.console import LOGIN_PROMPT, read_since
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root]
 

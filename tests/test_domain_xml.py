@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import DATA
 
-from hostcreator import config, domain
+from hostcreator import config
 from hostcreator.config import Graphics, NetworkType, VirtType
+from hostcreator.domain import render as domain
 from hostcreator.errors import HostCreatorError
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,7 @@ import pytest
 from conftest import DEBIAN_SUITE, TEST_SSH_KEY
 from guest import check_report
 
-from hostcreator import partition, storage
+from hostcreator.disk import partition, storage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 

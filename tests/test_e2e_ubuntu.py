@@ -12,7 +12,9 @@ import pytest
 from conftest import UBUNTU_SUITE, run_cli
 from guest import boot_and_report, check_report
 
-from hostcreator import bootstrap, distro, partition, storage
+from hostcreator import distro
+from hostcreator.build import bootstrap
+from hostcreator.disk import partition, storage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 UBUNTU = distro.get("ubuntu")

@@ -27,7 +27,9 @@ from conftest import (
 )
 from guest import boot_and_report, check_report
 
-from hostcreator import journal, lock, mounts, qemu
+from hostcreator.domain import qemu
+from hostcreator.host import mounts
+from hostcreator.state import journal, lock
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostcreator import hooks
+from hostcreator.build import hooks
 from hostcreator.errors import CommandError
 
 pytestmark = pytest.mark.unit

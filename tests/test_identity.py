@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from hostcreator import bootloader, fstab, identity
+from hostcreator.build import bootloader, identity
+from hostcreator.disk import fstab
+from hostcreator.disk.partition import FileSystems
 from hostcreator.errors import HostCreatorError, InvalidInput
-from hostcreator.partition import FileSystems
 
 pytestmark = pytest.mark.unit
 FS = FileSystems(root_uuid="11111111-2222-3333-4444-555555555555",

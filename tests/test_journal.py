@@ -7,8 +7,9 @@ import json
 import pytest
 from conftest import run_cli
 
-from hostcreator import config, journal
-from hostcreator.journal import Journal, Status
+from hostcreator import config
+from hostcreator.state import journal
+from hostcreator.state.journal import Journal, Status
 
 pytestmark = pytest.mark.unit
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from hostcreator import partition
+from hostcreator.disk import partition
+from hostcreator.disk.partition import GIB, MIB
 from hostcreator.errors import InvalidInput
-from hostcreator.partition import GIB, MIB
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import loopdev, storage
+from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse
+from hostcreator.host import loopdev
 
 pytestmark = [pytest.mark.root]
 

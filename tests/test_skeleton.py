@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import config, skeleton
+from hostcreator import config
+from hostcreator.build import skeleton
 from hostcreator.resources import shipped
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import config, partition, storage
+from hostcreator import config
+from hostcreator.disk import partition, storage
 from hostcreator.errors import DiskInUse, InvalidInput
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from hostcreator import bootstrap, config, distro
+from hostcreator import config, distro
+from hostcreator.build import bootstrap
 from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
 
@@ -140,7 +141,7 @@ def test_debootstraps_own_default_when_the_script_declares_none(tmp_path, monkey
 
 
 def test_apt_sources_list_the_update_pockets():
-    from hostcreator import sources
+    from hostcreator.build import sources
 
     components = "main restricted universe multiverse"
     assert sources.render(UBUNTU, "resolute", "http://mirror.test/ubuntu").splitlines()[1:] == [

@@ -14,7 +14,10 @@ import pytest
 from conftest import unique_name
 from mountvm import ok, private_copy
 
-from hostcreator import config, loopdev, mounts, storage, vmmount
+from hostcreator import config
+from hostcreator.disk import storage
+from hostcreator.host import loopdev, mounts
+from hostcreator.vm import mount as vmmount
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import DOMAIN_XML, unique_name
 from mountvm import ok, private_copy
 
-from hostcreator import mounts
+from hostcreator.host import mounts
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.e2e]
 

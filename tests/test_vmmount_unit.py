@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from hostcreator import config, inuse, mountstate, vmmount
+from hostcreator import config
 from hostcreator.errors import DiskInUse
-from hostcreator.mountstate import MountState
+from hostcreator.host import inuse
+from hostcreator.state import mountstate
+from hostcreator.state.mountstate import MountState
+from hostcreator.vm import mount as vmmount
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostcreator import jsonfile
 from hostcreator.log import logger
+from hostcreator.state import statefile as jsonfile
 
 VERSION = 1
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pyudev
 
-from hostcreator import mounts, storage
+from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse, HostCreatorError
+from hostcreator.host import mounts
 from hostcreator.log import logger
 from hostcreator.run import run
 

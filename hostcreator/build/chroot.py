@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from hostcreator.log import logger
-from hostcreator.mounts import mount
+from hostcreator.host.mounts import mount
 from hostcreator.run import Result, run
 
 CHAR_DEVICES = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hostcreator import chroot
+from hostcreator.build import chroot
 from hostcreator.errors import HostCreatorError
-from hostcreator.partition import FileSystems
+from hostcreator.disk.partition import FileSystems
 
 
 def install(root: Path, script: str, disk: Path, fs: FileSystems) -> None:

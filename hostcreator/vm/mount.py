@@ -25,13 +25,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator import identity, inuse, journal, loopdev, mounts, mountstate, recover, storage
+from hostcreator.build import identity, recover
 from hostcreator.config import Config
+from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
-from hostcreator.lock import vm_lock
+from hostcreator.host import inuse, loopdev, mounts
 from hostcreator.log import log_file, logger
-from hostcreator.mountstate import MountState
 from hostcreator.run import require_commands
+from hostcreator.state import journal, mountstate
+from hostcreator.state.lock import vm_lock
+from hostcreator.state.mountstate import MountState
 
 HOST_COMMANDS = ("losetup", "partx", "mount", "umount")
 # The layout create-debian makes (partition.layout): BIOS boot, swap, root.

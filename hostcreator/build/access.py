@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from hostcreator import chroot
+from hostcreator.build import chroot
 from hostcreator.errors import InvalidInput
 
 

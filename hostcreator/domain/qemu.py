@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostcreator.console import LOGIN_PROMPT, last_lines, panic
+from hostcreator.domain.console import LOGIN_PROMPT, last_lines, panic
 from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
 from hostcreator.run import spawn, stop

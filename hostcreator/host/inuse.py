@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hostcreator import mounts
+from hostcreator.host import mounts
 from hostcreator.log import logger
 
 
@@ -92,7 +92,7 @@ def domains_with_disk(uri: str, disk: Path) -> list[str]:
 
     Empty when libvirt is out of reach (a warning says so).
     """
-    from hostcreator import virt  # virt builds on this module
+    from hostcreator.domain import virt  # virt builds on this module
 
     with _read_only(uri, f"whether a libvirt domain uses {disk}") as conn:
         if conn is None:

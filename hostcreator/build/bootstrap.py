@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from hostcreator import chroot
+from hostcreator.build import chroot
 from hostcreator.config import BootstrapTool, Config
 from hostcreator.distro import Distribution
 from hostcreator.errors import CommandError, HostCreatorError, InvalidInput

@@ -19,11 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator import identity, journal, lock, loopdev, mounts, mountstate, storage
+from hostcreator.build import identity
+from hostcreator.disk import storage
+from hostcreator.host import loopdev, mounts
+from hostcreator.state import journal, lock, mountstate
 from hostcreator.config import Config
 from hostcreator.errors import DiskInUse
-from hostcreator.journal import Journal, Status
-from hostcreator.lock import vm_lock
+from hostcreator.state.journal import Journal, Status
+from hostcreator.state.lock import vm_lock
 from hostcreator.log import log_file, logger
 
 

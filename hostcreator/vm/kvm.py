@@ -18,9 +18,12 @@ from pathlib import Path
 
 import libvirt
 
-from hostcreator import bootwait, domain, identity, journal, recover, storage, virt, vmmount
+from hostcreator.build import identity, recover
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
-from hostcreator.console import log_size
+from hostcreator.disk import storage
+from hostcreator.domain import bootwait, virt
+from hostcreator.domain import render as domain
+from hostcreator.domain.console import log_size
 from hostcreator.errors import (
     DiskInUse,
     DomainExists,
@@ -28,8 +31,10 @@ from hostcreator.errors import (
     InvalidInput,
     UnfinishedBuild,
 )
-from hostcreator.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
+from hostcreator.state import journal
+from hostcreator.state.lock import vm_lock
+from hostcreator.vm import mount as vmmount
 
 SYS_NET = Path("/sys/class/net")
 

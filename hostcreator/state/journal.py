@@ -27,9 +27,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from hostcreator import jsonfile
 from hostcreator.config import SETTINGS, Config
 from hostcreator.log import logger
+from hostcreator.state import statefile as jsonfile
 
 VERSION = 1
 # The stages of the recipe, in order (pipeline.STEPS runs them).

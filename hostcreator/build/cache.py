@@ -30,8 +30,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from hostcreator import __version__, bootstrap, identity
-from hostcreator.bootstrap import ARCH, BootstrapPlan
+from hostcreator import __version__
+from hostcreator.build import bootstrap, identity
+from hostcreator.build.bootstrap import ARCH, BootstrapPlan
 from hostcreator.config import BootstrapTool
 from hostcreator.errors import CommandError, HostCreatorError
 from hostcreator.log import logger

@@ -33,7 +33,7 @@ MACHINE = "q35"
 VALIDATOR = "virt-xml-validate"
 
 _templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("hostcreator", "templates"),
+    loader=jinja2.PackageLoader("hostcreator.domain", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,

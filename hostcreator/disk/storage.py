@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hostcreator import inuse, mounts
 from hostcreator.config import Config, StorageKind
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
+from hostcreator.host import inuse, mounts
 from hostcreator.log import logger
 from hostcreator.run import run
 

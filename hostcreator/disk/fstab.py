@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hostcreator.partition import FileSystems
+from hostcreator.disk.partition import FileSystems
 
 
 def render(fs: FileSystems) -> str:

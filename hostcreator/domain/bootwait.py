@@ -13,8 +13,8 @@ from pathlib import Path
 
 import libvirt
 
-from hostcreator import virt
-from hostcreator.console import LOGIN_PROMPT, last_lines, panic, read_since
+from hostcreator.domain import virt
+from hostcreator.domain.console import LOGIN_PROMPT, last_lines, panic, read_since
 from hostcreator.errors import HostCreatorError
 
 POLL_SECONDS = 1.0

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from hostcreator import inuse
 from hostcreator.errors import HostCreatorError, InvalidInput
+from hostcreator.host import inuse
 from hostcreator.log import logger
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"

@@ -26,33 +26,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from hostcreator import (
-    access,
-    archive,
-    bootloader,
-    bootstrap,
-    cache,
-    chroot,
-    faults,
-    fstab,
-    hooks,
-    identity,
-    journal,
-    loopdev,
-    partition,
-    recover,
-    skeleton,
-    sources,
-    storage,
-    vmmount,
-)
+from hostcreator import faults
+from hostcreator.build import access, archive, bootloader, bootstrap, cache, chroot, hooks, identity, recover, skeleton, sources
+from hostcreator.disk import fstab, partition, storage
+from hostcreator.host import loopdev
+from hostcreator.state import journal
+from hostcreator.vm import mount as vmmount
 from hostcreator.config import Config, StorageKind
 from hostcreator.distro import Distribution
 from hostcreator.errors import Interrupted, InvalidInput, UnfinishedBuild
-from hostcreator.journal import Journal, Status
-from hostcreator.lock import vm_lock
+from hostcreator.state.journal import Journal, Status
+from hostcreator.state.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
-from hostcreator.mounts import mount, private_namespace, syncfs
+from hostcreator.host.mounts import mount, private_namespace, syncfs
 from hostcreator.run import require_commands
 
 HOST_COMMANDS = ("debootstrap", "rsync", "losetup", "partx", "wipefs", "mkswap",
