@@ -322,7 +322,7 @@ def domains(libvirtd: str):
     """Names of the domains a test makes (append them first); destroyed and undefined after."""
     import libvirt
 
-    from hostcreator import virt  # noqa: F401  libvirt's errors become exceptions only
+    from hostcreator.domain import virt  # noqa: F401  libvirt's errors become exceptions only
 
     names: list[str] = []
     yield names

@@ -34,7 +34,7 @@ from hostcreator import __version__
 from hostcreator.build import bootstrap, identity
 from hostcreator.build.bootstrap import ARCH, BootstrapPlan
 from hostcreator.config import BootstrapTool
-from hostcreator.errors import CommandError, HostCreatorError
+from hostcreator.errors import CommandError, HostCreatorError, InvalidInput
 from hostcreator.log import logger
 from hostcreator.run import run
 
@@ -280,6 +280,8 @@ class RootfsCache:
 
     def prune(self, older_than_days: float) -> list[str]:
         """Remove entries older than OLDER_THAN_DAYS and unfinished ones; skip busy keys."""
+        if older_than_days < 0:
+            raise InvalidInput("--older-than must not be negative")
         removed = []
         now = time.time()
         keys = {e.key: e for e in self.entries()}

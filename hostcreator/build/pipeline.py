@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from hostcreator import faults
+from hostcreator import distro, faults
 from hostcreator.build import access, archive, bootloader, bootstrap, cache, chroot, hooks, identity, recover, skeleton, sources
 from hostcreator.disk import fstab, partition, storage
 from hostcreator.host import loopdev
@@ -397,6 +397,32 @@ def run_steps(build: Build, progress: Progress) -> None:
                 record.end(step.stage)
                 build.save()
             faults.point(f"after:{step.stage}")
+
+
+def build_mode(resume: bool, restart: bool) -> Mode:
+    if resume and restart:
+        raise InvalidInput("--resume and --restart exclude each other")
+    if resume:
+        return Mode.RESUME
+    return Mode.RESTART if restart else Mode.NEW
+
+
+def cache_mode(no_cache: bool, refresh_cache: bool) -> cache.Mode:
+    if no_cache and refresh_cache:
+        raise InvalidInput("--no-cache and --refresh-cache exclude each other")
+    if no_cache:
+        return cache.Mode.OFF
+    return cache.Mode.REFRESH if refresh_cache else cache.Mode.USE
+
+
+def plan_build(config: Config, distribution: str, name: str, suite: str | None, *,
+               force: bool = False, resume: bool = False, restart: bool = False,
+               no_cache: bool = False, refresh_cache: bool = False) -> Build:
+    """The Build that `create-DISTRIBUTION NAME [SUITE]` with these options asks for."""
+    dist = distro.get(distribution)
+    mode = build_mode(resume, restart)
+    return Build(config, dist, name, suite_for(config, dist, name, suite, mode), force=force,
+                 mode=mode, cache_mode=cache_mode(no_cache, refresh_cache))
 
 
 def create(build: Build) -> Progress:

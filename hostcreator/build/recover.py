@@ -127,3 +127,13 @@ def describe(config: Config, name: str, record: Journal) -> str:
     if record.status is Status.RUNNING and holder:
         return f"is running ({holder}), in stage {record.stage}"
     return record.describe()
+
+
+def unfinished(config: Config) -> list[tuple[str, Journal, str]]:
+    """The builds that run or did not finish: name, journal and how each stands."""
+    found = []
+    for name in journal.names(config.journal_dir):
+        record = journal.load(config.journal_dir, name)
+        if record is not None and not record.finished:
+            found.append((name, record, describe(config, name, record)))
+    return found

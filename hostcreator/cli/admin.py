@@ -1,0 +1,117 @@
+"""Commands about hostcreator's own state: config, status, cleanup, cache."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from hostcreator import config
+from hostcreator.build import cache, recover
+from hostcreator.cli.common import Common, command
+from hostcreator.cli.vm import VmName, print_mounted
+from hostcreator.log import logger
+from hostcreator.vm import mount as vmmount
+
+
+@command("config", reports=True)
+def show_config(common: Common) -> None:
+    """Print the effective configuration as KEY=VALUE lines."""
+    cfg = common.config()
+
+    def human() -> None:
+        typer.echo(f"# from {cfg.source or 'built-in defaults'}")
+        for setting in config.SETTINGS:
+            value = getattr(cfg, setting.field)
+            if isinstance(value, tuple):
+                value = " ".join(value)
+            typer.echo(f"{setting.key}={'' if value is None else value}")
+
+    common.emit({s.key: getattr(cfg, s.field) for s in config.SETTINGS}, human)
+
+
+@command("status", reports=True)
+def status(common: Common) -> None:
+    """List the VMs mounted by mount-vm (and half-mounted ones: umount-vm clears them) and
+    the builds that are running or did not finish."""
+    cfg = common.config()
+    mounted = vmmount.list_mounted(cfg)
+    unfinished = recover.unfinished(cfg)
+
+    def human() -> None:
+        print_mounted(cfg, mounted)
+        for name, record, how in unfinished:
+            typer.echo(f"build of {name} ({record.distribution} {record.suite}) {how}")
+        if not unfinished:
+            logger.info("no build is running or unfinished (JOURNAL_DIR=%s)", cfg.journal_dir)
+
+    common.emit({
+        "mounted": [{"name": i.name, "mode": i.mode, "loop": i.loop, "since": i.since,
+                     "mountpoint": str(i.mountpoint)} for i in mounted],
+        "builds": [{"name": name, "distribution": record.distribution, "suite": record.suite,
+                    "status": str(record.status), "stage": record.stage, "state": how}
+                   for name, record, how in unfinished],
+    }, human)
+
+
+@command("cleanup")
+def cleanup(common: Common, name: VmName) -> None:
+    """Undo what a killed create-debian/create-ubuntu of NAME left: processes, mounts, loop
+    devices; its journal then says where the build stopped (--resume goes on from there)."""
+    cleared, record = recover.cleanup(common.config(), name)
+    if cleared.nothing:
+        logger.info("%s: nothing was left to clean up", name)
+    else:
+        logger.info("%s: %s", name, cleared.describe())
+    if record is None:
+        logger.info("%s has no build journal", name)
+    elif record.finished:
+        logger.info("%s: its build %s", name, record.describe())
+    else:
+        logger.info("%s: its build %s\n  go on:      create-%s %s --resume\n"
+                    "  start over: create-%s %s --restart", name, record.describe(),
+                    record.distribution, name, record.distribution, name)
+
+
+@command("cache list", reports=True)
+def cache_list(common: Common) -> None:
+    """List the rootfs cache entries (and unfinished ones) in CACHE_DIR/rootfs."""
+    cfg = common.config()
+    rootfs = cache.RootfsCache.under(cfg.cache_dir)
+    entries = rootfs.entries()
+    leftovers = rootfs.leftovers()
+
+    def human() -> None:
+        typer.echo(f"# {rootfs.base}: {len(entries)} entries, CACHE_MAX_AGE={cfg.cache_max_age}")
+        for entry in entries:
+            m = entry.manifest
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+            typer.echo(f"{cache.short(entry.key)}  {created}  {entry.age_days():5.1f} d  "
+                       f"{entry.size / 2**20:6.0f} MB  {m['distribution']} {m['suite']} "
+                       f"{m['arch']} {m['tool']} variant={m['variant']} "
+                       f"packages={','.join(m['packages'])}")
+        for path in leftovers:
+            typer.echo(f"unfinished  {path}")
+
+    common.emit({"entries": [{"key": e.key, "created": e.created, "size": e.size,
+                              "manifest": e.manifest} for e in entries],
+                 "unfinished": [str(p) for p in leftovers]}, human)
+
+
+@command("cache prune")
+def cache_prune(
+    common: Common,
+    older_than: Annotated[
+        float | None, typer.Option("--older-than", metavar="DAYS",
+                                   help="remove entries older than DAYS (default: "
+                                   "CACHE_MAX_AGE; 0 removes all)")
+    ] = None,
+) -> None:
+    """Remove old and unfinished rootfs cache entries; entries in use are left alone."""
+    cfg = common.config()
+    days = cfg.cache_max_age if older_than is None else older_than
+    removed = cache.RootfsCache.under(cfg.cache_dir).prune(days)
+    for name in removed:
+        typer.echo(f"removed {name}")
+    typer.echo(f"{len(removed)} removed")
