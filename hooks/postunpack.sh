@@ -11,7 +11,9 @@
 # host does not see MOUNTPOINT's contents. A build resumed after this hook
 # failed (create-* NAME --resume) runs it again: write it so that a second run
 # does no harm.
-# Install it as /etc/hostcreator/postunpack.sh and make it executable.
+# Install it as /etc/hostcreator/postunpack.sh and make it executable; more
+# scripts of the same kind go into /etc/hostcreator/postunpack.d/ (run after
+# this one, in lexical order of their names; not executable: skipped).
 set -eu
 name=$1
 root=$2

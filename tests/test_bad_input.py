@@ -113,6 +113,11 @@ ROWS = [
         id="bootstrap-tool"),
     row(CREATE_DEBIAN, ["web1", "--set", "HOOK_DIR={tmp}/file"],
         "command line: HOOK_DIR: {tmp}/file is not a directory", setup="file", id="hook-dir"),
+    row(CREATE_DEBIAN, ["web1"], "HOOK_DIR: {tmp}/hooks/postconfig.d/10-site is a directory, "
+        "not a hook script", hint="only files go into {tmp}/hooks/postconfig.d",
+        setup="hook-subdir", id="hook-d-entry-dir"),
+    row(CREATE_UBUNTU, ["web1"], "HOOK_DIR: {tmp}/hooks/postunpack.d is not a directory",
+        setup="hook-d-file", id="hook-d-file"),
     row(CREATE_DEBIAN, ["web1", "--set", "SKEL_DIR={tmp}/none"],
         "SKEL_DIR: {tmp}/none is not a directory", id="skel-dir"),
     row(CREATE_DEBIAN, ["web1", "--image-dir", "{tmp}/file"],
@@ -196,6 +201,11 @@ ROWS = [
 def make(setup: str | None, tmp: Path) -> None:
     if setup == "file":
         (tmp / "file").write_text("not a directory\n")
+    elif setup == "hook-subdir":
+        (tmp / "hooks" / "postconfig.d" / "10-site").mkdir(parents=True)
+    elif setup == "hook-d-file":
+        (tmp / "hooks").mkdir()
+        (tmp / "hooks" / "postunpack.d").write_text("#!/bin/sh\n")
     elif setup == "empty":
         (tmp / "empty").write_text("")
     elif setup == "small-disk":

@@ -118,7 +118,9 @@ def validate(build: Build) -> None:
         build.password = access.read_password(config.root_password_file)
     if config.ssh_authorized_keys:
         access.check_keys_file(config.ssh_authorized_keys)
-    if not config.hook_dir.is_dir():
+    if config.hook_dir.is_dir():
+        hooks.check(config.hook_dir)
+    else:
         logger.debug("hook directory %s does not exist: no hooks", config.hook_dir)
     require_commands(HOST_COMMANDS)
     if build.cache_mode is not cache.Mode.OFF:
