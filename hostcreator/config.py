@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -242,13 +242,70 @@ def host_locale() -> str:
     return "C.UTF-8"
 
 
+class OriginKind(StrEnum):
+    DEFAULT = "default"
+    FILE = "file"
+    ENVIRONMENT = "environment"
+    OPTION = "option"
+    SET = "set"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from: errors name it, `hostcreator config` shows it."""
+
+    kind: OriginKind
+    name: str = ""  # the file, the environment variable or the option
+    line: int = 0
+
+    def __str__(self) -> str:
+        if self.kind is OriginKind.DEFAULT:
+            return "built-in default"
+        if self.kind is OriginKind.FILE:
+            return f"{self.name}:{self.line}"
+        if self.kind is OriginKind.ENVIRONMENT:
+            return f"${self.name}"
+        return self.name
+
+    @property
+    def strict(self) -> bool:
+        """An unknown key is an error on the command line, a warning elsewhere."""
+        return self.kind in (OriginKind.OPTION, OriginKind.SET)
+
+
+DEFAULT_ORIGIN = Origin(OriginKind.DEFAULT)
+SET_ORIGIN = Origin(OriginKind.SET, "--set")
+
+
+@dataclass(frozen=True)
+class Override:
+    """KEY=VALUE from somewhere, ORIGIN saying where."""
+
+    key: str
+    value: str
+    origin: Origin
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
-    field: str
     parse: Callable[[str], Any]
     default: Callable[[], Any]
     help: str
+    option: str | None = None  # the command-line option that sets it, besides --set
+    directory: bool = False  # a directory hostcreator makes when it is missing
+    field: str = ""  # the Config field, filled in from the dataclass
+
+
+METADATA = "hostcreator.setting"
+
+
+def setting(key: str, parse: Callable[[str], Any], default: Any, help: str,
+            option: str | None = None, directory: bool = False) -> dict[str, Setting]:
+    """The metadata of a Config field that is a setting: KEY in files, the environment
+    and --set; DEFAULT a value or a function giving it."""
+    make = default if callable(default) else _const(default)
+    return {METADATA: Setting(key, parse, make, help, option, directory)}
 
 
 def _const(value: Any) -> Callable[[], Any]:
@@ -260,112 +317,117 @@ MIRROR_SCHEMES = ("http", "https", "file", "copy", "ftp")
 MEMORY_RANGE = (256, 16 * 1024**2)
 VCPUS_RANGE = (1, 288)
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("STORAGE", "storage", _optional_choice(StorageKind), _const(None),
-            "where VM disks live: lvm or file (default: lvm when VG_NAME is set, else file)"),
-    Setting("VG_NAME", "vg_name", _vg_name, _const(None),
-            "LVM volume group for the disks <NAME>-disk01"),
-    Setting("SIZE", "size", _positive_int, _const(8), "disk size in GiB for a new disk"),
-    Setting("IMAGE_DIR", "image_dir", _path, _const(Path("/var/lib/hostcreator/images")),
-            "directory of the raw image files <NAME>-disk01.img (file storage)"),
-    Setting("DISTR", "distr", _optional_text, _const(None),
-            "distribution suite (default: the distribution's current release)"),
-    Setting("MIRROR", "mirror", _url(*MIRROR_SCHEMES), _const(None),
-            "archive mirror URL (default: debootstrap's own default for the suite)"),
-    Setting("SECURITY_MIRROR", "security_mirror", _url(*MIRROR_SCHEMES), _const(None),
-            "mirror of the security updates (default: beside MIRROR, as the archive has it)"),
-    Setting("KEYRING", "keyring", _optional_path, _const(None),
-            "archive keyring file used to verify the archive signatures"),
-    Setting("INSECURE_NO_SIGNATURE_CHECK", "insecure_no_signature_check", _bool,
-            _const(False), "yes: do NOT verify the archive signatures (debootstrap "
-            "--no-check-gpg); anything could be installed. Never the default"),
-    Setting("PACKAGES", "packages", _packages, _const(()),
-            "extra packages to install with debootstrap (space or comma separated)"),
-    Setting("VARIANT", "variant", _variant, _const(None),
-            "debootstrap variant, e.g. minbase (default: debootstrap's default)"),
-    Setting("HOOK_DIR", "hook_dir", _path, _const(Path("/etc/hostcreator")),
-            "directory of postunpack.sh and postconfig.sh"),
-    Setting("SKEL_DIR", "skel_dir", _optional_path, _const(None),
-            "skeleton tree copied into every VM (default: /etc/hostcreator/skel, "
-            "else the packaged skel/)"),
-    Setting("TIMEZONE", "timezone", _timezone, host_timezone, "time zone of the VM"),
-    Setting("LOCALE", "locale", _locale, host_locale, "default locale of the VM"),
-    Setting("SSH_AUTHORIZED_KEYS", "ssh_authorized_keys", _optional_path, _const(None),
-            "file of SSH public keys to install for root"),
-    Setting("ROOT_PASSWORD_FILE", "root_password_file", _optional_path, _const(None),
-            "file holding root's password (plain or crypt hash); unset leaves root locked"),
-    Setting("APT_PROXY", "apt_proxy", _url("http", "https"), _const(None),
-            "HTTP proxy for apt in the bootstrap and inside the VM"),
-    Setting("LOG_DIR", "log_dir", _path, _const(Path("/var/log/hostcreator")),
-            "directory of the per-VM log files"),
-    Setting("CACHE_DIR", "cache_dir", _path, _const(Path("/var/cache/hostcreator")),
-            "cache of downloaded packages (debs/) and of bootstrapped root trees (rootfs/)"),
-    Setting("CACHE_MAX_AGE", "cache_max_age", _positive_int, _const(7),
-            "days after which a cached root tree is bootstrapped afresh"),
-    Setting("BOOTSTRAP", "bootstrap_tool", _choice(BootstrapTool), _const(BootstrapTool.AUTO),
-            "auto (mmdebstrap when installed, else debootstrap), debootstrap or mmdebstrap"),
-    Setting("STATE_DIR", "state_dir", _path, _const(Path("/run/hostcreator")),
-            "where builds mount disks and keep their locks"),
-    Setting("JOURNAL_DIR", "journal_dir", _path,
-            _const(Path("/var/lib/hostcreator/journal")),
-            "where the journal of every build is kept (it outlives a reboot)"),
-    Setting("MOUNT_DIR", "mount_dir", _path, _const(Path("/mnt/hostcreator")),
-            "mount-vm mounts the root file system of VM NAME at MOUNT_DIR/NAME"),
-    Setting("NETWORK", "network", _text, _const("br0"),
-            "bridge (or libvirt network) the VM's NIC is attached to"),
-    Setting("NETWORK_TYPE", "network_type", _choice(NetworkType), _const(NetworkType.BRIDGE),
-            "kind of NIC: bridge, network or user"),
-    Setting("LIVE_ISO", "live_iso", _optional_path, _const(None),
-            "ISO image the first boot starts from"),
-    Setting("MEMORY", "memory", _int_range(*MEMORY_RANGE, " MiB"), _const(2048),
-            "memory of the VM in MiB"),
-    Setting("VCPUS", "vcpus", _int_range(*VCPUS_RANGE), _const(2), "virtual CPUs of the VM"),
-    Setting("VIRT_TYPE", "virt_type", _choice(VirtType), _const(VirtType.AUTO),
-            "auto (kvm when /dev/kvm works), kvm or qemu (software emulation)"),
-    Setting("LIBVIRT_URI", "libvirt_uri", _libvirt_uri, _const("qemu:///system"),
-            "libvirt connection URI"),
-    Setting("GRAPHICS", "graphics", _choice(Graphics), _const(Graphics.VNC),
-            "display of the VM on the host's loopback address: vnc, spice or none"),
-)
-BY_KEY = {s.key: s for s in SETTINGS}
-
 
 @dataclass(frozen=True)
 class Config:
-    storage: StorageKind | None
-    vg_name: str | None
-    size: int
-    image_dir: Path
-    distr: str | None
-    mirror: str | None
-    security_mirror: str | None
-    keyring: Path | None
-    insecure_no_signature_check: bool
-    packages: tuple[str, ...]
-    variant: str | None
-    hook_dir: Path
-    skel_dir: Path | None
-    timezone: str
-    locale: str
-    ssh_authorized_keys: Path | None
-    root_password_file: Path | None
-    apt_proxy: str | None
-    log_dir: Path
-    cache_dir: Path
-    cache_max_age: int
-    bootstrap_tool: BootstrapTool
-    state_dir: Path
-    journal_dir: Path
-    mount_dir: Path
-    network: str
-    network_type: NetworkType
-    live_iso: Path | None
-    memory: int
-    vcpus: int
-    virt_type: VirtType
-    libvirt_uri: str
-    graphics: Graphics
-    source: Path | None = None
+    """The settings, each declared once: its key, parser, default, help (and option)."""
+
+    storage: StorageKind | None = field(metadata=setting(
+        "STORAGE", _optional_choice(StorageKind), None,
+        "where VM disks live: lvm or file (default: lvm when VG_NAME is set, else file)",
+        option="--storage"))
+    vg_name: str | None = field(metadata=setting(
+        "VG_NAME", _vg_name, None, "LVM volume group for the disks <NAME>-disk01",
+        option="--vg"))
+    size: int = field(metadata=setting(
+        "SIZE", _positive_int, 8, "disk size in GiB for a new disk", option="--size"))
+    image_dir: Path = field(metadata=setting(
+        "IMAGE_DIR", _path, Path("/var/lib/hostcreator/images"),
+        "directory of the raw image files <NAME>-disk01.img (file storage)",
+        option="--image-dir", directory=True))
+    distr: str | None = field(metadata=setting(
+        "DISTR", _optional_text, None,
+        "distribution suite (default: the distribution's current release)"))
+    mirror: str | None = field(metadata=setting(
+        "MIRROR", _url(*MIRROR_SCHEMES), None,
+        "archive mirror URL (default: debootstrap's own default for the suite)",
+        option="--mirror"))
+    security_mirror: str | None = field(metadata=setting(
+        "SECURITY_MIRROR", _url(*MIRROR_SCHEMES), None,
+        "mirror of the security updates (default: beside MIRROR, as the archive has it)"))
+    keyring: Path | None = field(metadata=setting(
+        "KEYRING", _optional_path, None,
+        "archive keyring file used to verify the archive signatures"))
+    insecure_no_signature_check: bool = field(metadata=setting(
+        "INSECURE_NO_SIGNATURE_CHECK", _bool, False,
+        "yes: do NOT verify the archive signatures (debootstrap --no-check-gpg); anything "
+        "could be installed. Never the default", option="--insecure-no-signature-check"))
+    packages: tuple[str, ...] = field(metadata=setting(
+        "PACKAGES", _packages, (),
+        "extra packages to install with debootstrap (space or comma separated)"))
+    variant: str | None = field(metadata=setting(
+        "VARIANT", _variant, None,
+        "debootstrap variant, e.g. minbase (default: debootstrap's default)"))
+    hook_dir: Path = field(metadata=setting(
+        "HOOK_DIR", _path, Path("/etc/hostcreator"),
+        "directory of postunpack.sh and postconfig.sh", directory=True))
+    skel_dir: Path | None = field(metadata=setting(
+        "SKEL_DIR", _optional_path, None,
+        "skeleton tree copied into every VM (default: HOOK_DIR/skel, else the packaged "
+        "skel/)", directory=True))
+    timezone: str = field(metadata=setting(
+        "TIMEZONE", _timezone, host_timezone, "time zone of the VM"))
+    locale: str = field(metadata=setting(
+        "LOCALE", _locale, host_locale, "default locale of the VM"))
+    ssh_authorized_keys: Path | None = field(metadata=setting(
+        "SSH_AUTHORIZED_KEYS", _optional_path, None,
+        "file of SSH public keys to install for root"))
+    root_password_file: Path | None = field(metadata=setting(
+        "ROOT_PASSWORD_FILE", _optional_path, None,
+        "file holding root's password (plain or crypt hash); unset leaves root locked"))
+    apt_proxy: str | None = field(metadata=setting(
+        "APT_PROXY", _url("http", "https"), None,
+        "HTTP proxy for apt in the bootstrap and inside the VM"))
+    log_dir: Path = field(metadata=setting(
+        "LOG_DIR", _path, Path("/var/log/hostcreator"), "directory of the per-VM log files",
+        directory=True))
+    cache_dir: Path = field(metadata=setting(
+        "CACHE_DIR", _path, Path("/var/cache/hostcreator"),
+        "cache of downloaded packages (debs/) and of bootstrapped root trees (rootfs/)",
+        directory=True))
+    cache_max_age: int = field(metadata=setting(
+        "CACHE_MAX_AGE", _positive_int, 7,
+        "days after which a cached root tree is bootstrapped afresh"))
+    bootstrap_tool: BootstrapTool = field(metadata=setting(
+        "BOOTSTRAP", _choice(BootstrapTool), BootstrapTool.AUTO,
+        "auto (mmdebstrap when installed, else debootstrap), debootstrap or mmdebstrap"))
+    state_dir: Path = field(metadata=setting(
+        "STATE_DIR", _path, Path("/run/hostcreator"),
+        "where builds mount disks and keep their locks", directory=True))
+    journal_dir: Path = field(metadata=setting(
+        "JOURNAL_DIR", _path, Path("/var/lib/hostcreator/journal"),
+        "where the journal of every build is kept (it outlives a reboot)", directory=True))
+    mount_dir: Path = field(metadata=setting(
+        "MOUNT_DIR", _path, Path("/mnt/hostcreator"),
+        "mount-vm mounts the root file system of VM NAME at MOUNT_DIR/NAME", directory=True))
+    network: str = field(metadata=setting(
+        "NETWORK", _text, "br0", "bridge (or libvirt network) the VM's NIC is attached to",
+        option="--network"))
+    network_type: NetworkType = field(metadata=setting(
+        "NETWORK_TYPE", _choice(NetworkType), NetworkType.BRIDGE,
+        "kind of NIC: bridge, network or user", option="--network-type"))
+    live_iso: Path | None = field(metadata=setting(
+        "LIVE_ISO", _optional_path, None, "ISO image the first boot starts from",
+        option="--live-iso"))
+    memory: int = field(metadata=setting(
+        "MEMORY", _int_range(*MEMORY_RANGE, " MiB"), 2048, "memory of the VM in MiB",
+        option="--memory"))
+    vcpus: int = field(metadata=setting(
+        "VCPUS", _int_range(*VCPUS_RANGE), 2, "virtual CPUs of the VM", option="--vcpus"))
+    virt_type: VirtType = field(metadata=setting(
+        "VIRT_TYPE", _choice(VirtType), VirtType.AUTO,
+        "auto (kvm when /dev/kvm works), kvm or qemu (software emulation)",
+        option="--virt-type"))
+    libvirt_uri: str = field(metadata=setting(
+        "LIBVIRT_URI", _libvirt_uri, "qemu:///system", "libvirt connection URI",
+        option="--uri"))
+    graphics: Graphics = field(metadata=setting(
+        "GRAPHICS", _choice(Graphics), Graphics.VNC,
+        "display of the VM on the host's loopback address: vnc, spice or none",
+        option="--graphics"))
+    # Not settings: the file read, and where each value came from (KEY -> Origin).
+    source: Path | None = field(default=None, compare=False)
+    origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def storage_kind(self) -> StorageKind:
@@ -373,15 +435,30 @@ class Config:
             return self.storage
         return StorageKind.LVM if self.vg_name else StorageKind.FILE
 
+    def origin(self, key: str) -> Origin:
+        return self.origins.get(key, DEFAULT_ORIGIN)
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
-def parse_shell_assignments(text: str, origin: str) -> dict[str, str]:
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(f.metadata[METADATA], field=f.name)
+    for f in dataclasses.fields(Config) if METADATA in f.metadata
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+# Directories hostcreator makes when they are missing, so they may be absent,
+# but not a file (nor below one): mkdir would fail in the middle of a command.
+DIRECTORIES = tuple(s.key for s in SETTINGS if s.directory)
+
+
+def parse_shell_assignments(text: str, origin: str) -> list[Override]:
     """KEY=VALUE lines as a shell would read them (quotes, comments, `export`)."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        where = f"{origin}:{number}"
+    values: list[Override] = []
+    # Lines end at a newline only, as for the shell (str.splitlines would also end them
+    # at \x0b, \x1c, \u2028, ...).
+    for number, line in enumerate(text.split("\n"), 1):
+        where = Origin(OriginKind.FILE, origin, number)
         try:
             words = shlex.split(line, comments=True)
         except ValueError as exc:
@@ -392,20 +469,29 @@ def parse_shell_assignments(text: str, origin: str) -> dict[str, str]:
             continue
         if len(words) != 1 or "=" not in words[0]:
             raise InvalidInput(
-                f"{where}: expected KEY=VALUE, got {line.strip()!r}",
+                f"{where}: expected KEY=VALUE, got {printable(line.strip())!r}",
                 hint="quote values that contain spaces",
             )
         key, _, value = words[0].partition("=")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise InvalidInput(f"{where}: {key!r} is not a valid key")
+            raise InvalidInput(f"{where}: {printable(key)!r} is not a valid key")
         if "$" in value:
             logger.warning("%s: %s: variables are not expanded in %r", where, key, value)
-        values[key] = value
+        values.append(Override(key, value, where))
     return values
 
 
 def config_file(explicit: Path | None) -> Path | None:
     """The file to read: --config, $HOSTCREATOR_CONFIG, the default, the legacy one."""
+    try:
+        return _config_file(explicit)
+    except OSError as exc:  # a name too long
+        raise InvalidInput(f"config file {printable(str(explicit))}: {exc.strerror}") from None
+    except ValueError as exc:  # a NUL byte
+        raise InvalidInput(f"config file {printable(str(explicit))}: {exc}") from None
+
+
+def _config_file(explicit: Path | None) -> Path | None:
     if explicit is not None:
         if not explicit.exists() or explicit.is_dir():
             raise InvalidInput(f"config file not found: {explicit}")
@@ -421,74 +507,118 @@ def config_file(explicit: Path | None) -> Path | None:
     return None
 
 
-def _apply(
-    raw: dict[str, Any], values: Mapping[str, str], origin: str, strict: bool,
-    origins: dict[str, str],
-) -> None:
-    for key, value in values.items():
-        setting = BY_KEY.get(key)
-        if setting is None:
-            close = [k for k in BY_KEY if k.replace("_", "") == key.upper().replace("_", "")]
-            msg = f"{origin}: unknown setting {key}" + (f" (did you mean {close[0]}?)" if close
-                                                         else "")
-            if strict:
-                raise InvalidInput(msg, hint="known settings: " + ", ".join(BY_KEY))
-            logger.warning("warning: %s", msg)
-            continue
-        try:
-            raw[setting.field] = setting.parse(value)
-            origins[key] = origin
-        except ValueError as exc:
-            raise InvalidInput(f"{origin}: {key}: {exc}") from None
+def read_file(source: Path) -> list[Override]:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read config file {source}: {exc.strerror}") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInput(f"{source}:{line}: not UTF-8 (byte {exc.start}: "
+                           f"{data[exc.start]:#04x})",
+                           hint="write the file in UTF-8") from None
+    return parse_shell_assignments(text, str(source))
 
 
-# Directories hostcreator makes when they are missing, so they may be absent,
-# but not a file (nor below one): mkdir would fail in the middle of a command.
-DIRECTORIES = ("IMAGE_DIR", "HOOK_DIR", "SKEL_DIR", "LOG_DIR", "CACHE_DIR", "STATE_DIR",
-               "MOUNT_DIR")
+def from_environment(environ: Mapping[str, str]) -> list[Override]:
+    return [Override(k[len(ENV_PREFIX):], v, Origin(OriginKind.ENVIRONMENT, k))
+            for k, v in environ.items()
+            if k.startswith(ENV_PREFIX) and not NOT_SETTINGS.fullmatch(k)]
 
 
-def check_directories(config: Config, origins: Mapping[str, str]) -> None:
+# Characters no value may hold: controls (a NUL cannot be in a path or an argument, a
+# newline would forge a line of `hostcreator config`), line and paragraph separators.
+FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """TEXT with what would break a line or a terminal written as escapes, at most LIMIT
+    characters of it."""
+    if len(text) > limit:
+        text = text[:limit] + f"...({len(text)} characters)"
+    return FORBIDDEN.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                         else f"\\u{ord(m.group()):04x}", text)
+
+
+def _apply(values: dict[str, Any], origins: dict[str, Origin], item: Override) -> None:
+    setting = BY_KEY.get(item.key)
+    if setting is None:
+        close = [k for k in BY_KEY
+                 if k.replace("_", "") == item.key.upper().replace("_", "")]
+        msg = f"{item.origin}: unknown setting {printable(item.key)}" + (
+            f" (did you mean {close[0]}?)" if close else "")
+        if item.origin.strict:
+            raise InvalidInput(msg, hint="known settings: " + ", ".join(BY_KEY))
+        logger.warning("warning: %s", msg)
+        return
+    where = f"{item.origin}: {item.key}"
+    if bad := FORBIDDEN.search(item.value):
+        raise InvalidInput(f"{where}: the value holds the control character "
+                           f"{printable(bad.group())}", hint="a value is one line of text")
+    try:
+        values[item.key] = setting.parse(item.value)
+    except (ValueError, OSError) as exc:  # OSError: a name too long to look up
+        raise InvalidInput(f"{where}: {exc}") from None
+    origins[item.key] = item.origin
+
+
+def check_directories(config: Config) -> None:
     for key in DIRECTORIES:
         path = getattr(config, BY_KEY[key].field)
         if path is None:
             continue
-        existing = next((p for p in (path, *path.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            where = f"{origins.get(key, 'built-in default')}: {key}"
-            raise InvalidInput(f"{where}: {existing} is not a directory",
-                               hint=f"set {key} to a directory")
+        where = f"{config.origin(key)}: {key}"
+        try:
+            existing = next((p for p in (path, *path.parents) if p.exists()), None)
+            if existing is not None and not existing.is_dir():
+                raise InvalidInput(f"{where}: {existing} is not a directory",
+                                   hint=f"set {key} to a directory")
+        except OSError as exc:
+            raise InvalidInput(f"{where}: cannot look at {path}: {exc.strerror}") from None
+
+
+Overrides = Mapping[str, str] | Iterable[Override]
+
+
+def overrides_of(overrides: Overrides | None) -> list[Override]:
+    """OVERRIDES as Override items; a plain mapping counts as --set KEY=VALUE."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [Override(k, v, SET_ORIGIN) for k, v in overrides.items()]
+    return list(overrides)
+
+
+def option(key: str, value: Any) -> Override:
+    """KEY set by its own command-line option (--size 12), named as the origin."""
+    setting = BY_KEY[key]
+    name = setting.option or f"--{key.lower().replace('_', '-')}"
+    return Override(key, str(value), Origin(OriginKind.OPTION, name))
 
 
 def load(
     path: Path | None = None,
-    overrides: Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Read the configuration; OVERRIDES are KEY=VALUE from the command line."""
-    raw: dict[str, Any] = {s.field: s.default() for s in SETTINGS}
-    origins: dict[str, str] = {}
+    """Read the configuration: the file, the environment, then OVERRIDES (the command
+    line: --set KEY=VALUE items, or Override items naming their option), later wins."""
     source = config_file(path)
-    if source is not None:
-        try:
-            text = source.read_text()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read config file {source}: {exc.strerror}") from None
-        _apply(raw, parse_shell_assignments(text, str(source)), str(source), strict=False,
-               origins=origins)
-    env = os.environ if environ is None else environ
-    from_env = {
-        k[len(ENV_PREFIX):]: v
-        for k, v in env.items()
-        if k.startswith(ENV_PREFIX) and not NOT_SETTINGS.fullmatch(k)
-    }
-    _apply(raw, from_env, "environment", strict=False, origins=origins)
-    _apply(raw, overrides or {}, "command line", strict=True, origins=origins)
-    config = Config(**raw, source=source)
-    check_directories(config, origins)
+    items = read_file(source) if source is not None else []
+    items += from_environment(os.environ if environ is None else environ)
+    items += overrides_of(overrides)
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    for item in items:
+        _apply(values, origins, item)
+    config = Config(**{s.field: values[s.key] if s.key in values else s.default()
+                       for s in SETTINGS}, source=source, origins=origins)
+    check_directories(config)
     if config.storage_kind is StorageKind.LVM and not config.vg_name:
         raise InvalidInput(
-            f"{source or 'configuration'}: STORAGE=lvm needs VG_NAME",
+            f"{config.origin('STORAGE')}: STORAGE=lvm needs VG_NAME",
             hint="set VG_NAME to the volume group of the VM disks, or STORAGE=file",
         )
     return config
@@ -496,10 +626,55 @@ def load(
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     """--set KEY=VALUE options into a mapping."""
-    result = {}
+    return {o.key: o.value for o in set_options(items)}
+
+
+def set_options(items: Iterable[str]) -> list[Override]:
+    """--set KEY=VALUE options, in order, each with --set as its origin."""
+    result = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise InvalidInput(f"--set {item!r}: expected KEY=VALUE")
-        result[key.strip().upper()] = value
+            raise InvalidInput(f"--set {printable(item)!r}: expected KEY=VALUE")
+        result.append(Override(key.strip().upper(), value, SET_ORIGIN))
     return result
+
+
+# --- the configuration shown: `hostcreator config` ---
+
+def text_of(value: Any) -> str:
+    """VALUE as its setting's parser reads it back."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return " ".join(value)
+    return str(value)
+
+
+def json_of(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def as_lines(config: Config) -> list[str]:
+    """KEY=VALUE lines, shell-quoted, each with its origin as a comment: read back as a
+    configuration file, they give CONFIG again."""
+    lines = [f"# configuration file: {printable(str(config.source or 'none'))}"]
+    for s in SETTINGS:
+        origin = config.origin(s.key)
+        comment = "built-in default" if origin.kind is OriginKind.DEFAULT else f"from {origin}"
+        text = text_of(getattr(config, s.field))
+        lines.append(f"{s.key}={shlex.quote(text) if text else ''}"
+                     f"  # {printable(comment)}")
+    return lines
+
+
+def as_json(config: Config) -> dict[str, dict[str, Any]]:
+    """{KEY: {"value": ..., "origin": ...}} for every setting."""
+    return {s.key: {"value": json_of(getattr(config, s.field)),
+                    "origin": str(config.origin(s.key))} for s in SETTINGS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hostcreator import config
 from hostcreator.disk import storage
 from hostcreator.host import mounts
 from hostcreator.state import lock
@@ -44,12 +46,27 @@ def command(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+# Where the test configuration points each directory setting, below the test's own
+# directory. SKEL_DIR stays unset: its default is HOOK_DIR/skel (else the packaged
+# skel/), below the test's directory as well. test_hermetic.py checks that no
+# directory setting is left to its default.
+DIRECTORIES = {"IMAGE_DIR": "images", "LOG_DIR": "log", "HOOK_DIR": "hooks",
+               "STATE_DIR": "state", "MOUNT_DIR": "mnt", "JOURNAL_DIR": "journal",
+               "CACHE_DIR": "cache"}
+
+
 @dataclass
 class TestEnv:
     """A private configuration: images, logs, hooks and state under one directory."""
 
     __test__ = False  # not a test class, whatever its name
     base: Path
+    # Builds share the downloaded packages (CACHE_DIR/debs -> the host's package cache);
+    # the unit tier builds nothing and keeps clear of the host's directories.
+    shared_debs: bool = True
+
+    def directory(self, key: str) -> Path:
+        return self.base / DIRECTORIES[key]
 
     @property
     def config(self) -> Path:
@@ -57,63 +74,68 @@ class TestEnv:
 
     @property
     def image_dir(self) -> Path:
-        return self.base / "images"
+        return self.directory("IMAGE_DIR")
 
     @property
     def log_dir(self) -> Path:
-        return self.base / "log"
+        return self.directory("LOG_DIR")
 
     @property
     def hook_dir(self) -> Path:
-        return self.base / "hooks"
+        return self.directory("HOOK_DIR")
 
     @property
     def state_dir(self) -> Path:
-        return self.base / "state"
+        return self.directory("STATE_DIR")
 
     @property
     def mount_dir(self) -> Path:
-        return self.base / "mnt"
+        return self.directory("MOUNT_DIR")
 
     @property
     def journal_dir(self) -> Path:
-        return self.base / "journal"
+        return self.directory("JOURNAL_DIR")
+
+    @property
+    def cache_dir(self) -> Path:
+        """A private CACHE_DIR; for builds, its debs/ is the shared package cache."""
+        return self.directory("CACHE_DIR")
 
     def journal(self, name: str) -> dict:
         """NAME's build journal as JSON."""
         return json.loads((self.journal_dir / f"{name}.json").read_text())
 
-    @property
-    def cache_dir(self) -> Path:
-        """A private CACHE_DIR whose debs/ is the shared package cache."""
-        path = self.base / "cache"
-        if not (path / "debs").is_symlink():
-            path.mkdir(parents=True, exist_ok=True)
-            (path / "debs").symlink_to(CACHE_DIR / "debs")
-            if _is_root():
-                (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
-        return path
-
-    def write(self, **extra: str) -> Path:
-        values = {
+    def settings(self, **extra: str) -> dict[str, str]:
+        """The test configuration: every directory in BASE, settings that keep tests
+        quick and independent of the host's time zone and locale, then EXTRA."""
+        values = {key: str(self.directory(key)) for key in DIRECTORIES}
+        values.update({
             "SIZE": "4",
-            "IMAGE_DIR": str(self.image_dir),
-            "LOG_DIR": str(self.log_dir),
-            "HOOK_DIR": str(self.hook_dir),
-            "STATE_DIR": str(self.state_dir),
-            "MOUNT_DIR": str(self.mount_dir),
-            "JOURNAL_DIR": str(self.journal_dir),
-            "CACHE_DIR": str(self.cache_dir),
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
             # Test domains run under TCG, where a Linux guest with two vCPUs at times
             # panics at boot (see qemu.qemu_argv).
             "VCPUS": "1",
-        }
+        })
         values.update(extra)
+        return values
+
+    def write(self, **extra: str) -> Path:
+        """Write the configuration file (settings() with EXTRA); the hooks directory is
+        made, and for builds the shared package cache linked."""
         self.hook_dir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text("".join(f'{k}="{v}"\n' for k, v in values.items()))
+        if self.shared_debs and not (self.cache_dir / "debs").is_symlink():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            (self.cache_dir / "debs").symlink_to(CACHE_DIR / "debs")
+            if _is_root():
+                (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+        self.config.write_text("".join(f"{k}={shlex.quote(v)}\n"
+                                       for k, v in self.settings(**extra).items()))
         return self.config
+
+    def load(self, **extra: str) -> config.Config:
+        """The configuration, as the commands read it (written first, with EXTRA)."""
+        return config.load(self.write(**extra), environ={})
 
     def image(self, name: str) -> Path:
         return self.image_dir / f"{storage.disk_name(name)}.img"
@@ -164,6 +186,7 @@ def mounts_in_other_namespaces(top: Path) -> list[tuple[int, str]]:
 
 
 def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess[str]:
+    kwargs.setdefault("env", hermetic_environ())
     return subprocess.run(
         [command(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, **kwargs,
@@ -190,18 +213,59 @@ def pytest_unconfigure(config: pytest.Config) -> None:
                 image.unlink()
 
 
+# The tiers, lightest first; every test is in exactly one (the heaviest it needs: a
+# libvirt or e2e test runs as root too). pyproject.toml registers them.
+TIERS = ("unit", "root", "libvirt", "e2e")
+
+
+def tiers_of(item: pytest.Item) -> list[str]:
+    return sorted({m.name for m in item.iter_markers() if m.name in TIERS}, key=TIERS.index)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = [f"{item.nodeid} ({', '.join(tiers) or 'none'})" for item in items
+             if len(tiers := tiers_of(item)) != 1]
+    if wrong:
+        raise pytest.UsageError(f"each test needs exactly one tier marker of {', '.join(TIERS)}"
+                                f"; these have not: {'; '.join(wrong)}")
     if _is_root():
         return
     skip = pytest.mark.skip(reason="needs root (loop devices, mounts)")
     for item in items:
-        if "root" in item.keywords or "e2e" in item.keywords:
+        if "unit" not in item.keywords:
             item.add_marker(skip)
 
 
+# HOSTCREATOR_* variables the tests themselves use; any other (HOSTCREATOR_CONFIG, a
+# setting) is the developer's and must not reach the tests.
+TEST_VARIABLES = ("HOSTCREATOR_TEST_", "HOSTCREATOR_REGENERATE", "HOSTCREATOR_FAULT")
+
+
+def hermetic_environ() -> dict[str, str]:
+    """os.environ without the developer's HOSTCREATOR_CONFIG and HOSTCREATOR_<KEY>."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("HOSTCREATOR_") or k.startswith(TEST_VARIABLES)}
+
+
+@pytest.fixture(autouse=True)
+def _no_host_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the host's configuration file or the developer's variables."""
+    for name in set(os.environ) - set(hermetic_environ()):
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(config, "DEFAULT_FILE", NO_HOST / "default" / "hostcreator")
+    monkeypatch.setattr(config, "LEGACY_FILE", NO_HOST / "default" / "kvm-hostcreator")
+
+
+# Where the tests put the host's configuration files: nowhere.
+NO_HOST = Path("/nonexistent/hostcreator-tests")
+
+
 @pytest.fixture
-def testenv(tmp_path_factory: pytest.TempPathFactory):
-    env = TestEnv(tmp_path_factory.mktemp("hc"))
+def testenv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The test's configuration (TestEnv.config), written; every directory setting points
+    below the test's own directory. Checked for leaks afterwards."""
+    unit = request.node.get_closest_marker("unit") is not None
+    env = TestEnv(tmp_path_factory.mktemp("hc"), shared_debs=not unit)
     env.write()
     yield env
     leaks = env.leaks()

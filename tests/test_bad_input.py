@@ -1,10 +1,10 @@
 """Bad input, one table for every command: each row is refused with its own one-line
 message and exit code before anything is touched.
 
-Every row runs the real command with a private configuration whose directories
-(IMAGE_DIR, LOG_DIR, STATE_DIR, ...) do not exist yet, and then asserts that the
-tree under tmp_path is exactly as it was (no image directory, log, lock or state
-file), and that no loop device and no mount refers to it. libvirt (LIBVIRT_URI)
+Every row runs the real command with the test configuration (the testenv fixture),
+whose directories (IMAGE_DIR, LOG_DIR, STATE_DIR, JOURNAL_DIR, ...) do not exist yet,
+and then asserts that the test's directory is exactly as it was (no image directory,
+log, lock or state file), and that no loop device and no mount refers to it. libvirt (LIBVIRT_URI)
 and the archive (MIRROR) point nowhere, so that a row that got past its check
 would fail with another message instead of reaching them.
 """
@@ -38,8 +38,8 @@ def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
         hint: str | None = None, conf: str = "", setup: str | None = None,
         id: str) -> pytest.ParameterSet:
     """ARGS of the command CMD, with CONF lines added to the configuration and SETUP
-    made beforehand, fail with MESSAGE (and HINT) and exit code CODE; {tmp} and {conf}
-    stand for tmp_path and the configuration file."""
+    made beforehand, fail with MESSAGE (and HINT) and exit code CODE; {tmp}, {conf} and
+    {line} stand for the test's directory, the configuration file and CONF's line in it."""
     return pytest.param(cmd, args, code, message, hint, conf, setup, id=id)
 
 
@@ -60,19 +60,19 @@ ROWS = [
     row(CREATE_DEBIAN, ["web1", "../etc"], "unknown debian suite '../etc'", id="suite-path"),
     row(CREATE_DEBIAN, ["web1", "--size", "2"], "SIZE=2 GiB is too small", id="size-small"),
     row(CREATE_DEBIAN, ["web1", "--set", "SIZE=x"],
-        "command line: SIZE: 'x' is not a whole number", id="size-text"),
-    row(CREATE_DEBIAN, ["web1", "--size", "0"], "command line: SIZE: 0 is not a positive",
+        "--set: SIZE: 'x' is not a whole number", id="size-text"),
+    row(CREATE_DEBIAN, ["web1", "--size", "0"], "--size: SIZE: 0 is not a positive",
         id="size-zero"),
     row(CREATE_DEBIAN, ["web1"], "image file {tmp}/images/web1-disk01.img has 1.0 GiB, at "
         "least 3.0 GiB are needed", setup="small-disk", id="disk-small"),
-    row(CREATE_DEBIAN, ["web1", "--set", "NOPE=1"], "command line: unknown setting NOPE",
+    row(CREATE_DEBIAN, ["web1", "--set", "NOPE=1"], "--set: unknown setting NOPE",
         id="setting-unknown"),
     row(CREATE_DEBIAN, ["web1", "--config", "{tmp}/nope"], "config file not found: {tmp}/nope",
         id="config-missing"),
     row(CREATE_DEBIAN, ["web1", "--set", "SIZE"], "--set 'SIZE': expected KEY=VALUE",
         id="set-syntax"),
-    row(CREATE_DEBIAN, ["web1"], "{conf}:10: expected KEY=VALUE, got 'SIZE 8'", conf="SIZE 8",
-        id="file-syntax"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: expected KEY=VALUE, got 'SIZE 8'",
+        conf="SIZE 8", id="file-syntax"),
     row(CREATE_DEBIAN, ["web1", "--set", "INSECURE_NO_SIGNATURE_CHECK=maybe"],
         "INSECURE_NO_SIGNATURE_CHECK: 'maybe' is not yes or no", id="bool"),
     row(CREATE_DEBIAN, ["web1", "--set", "KEYRING={tmp}/none.gpg"],
@@ -88,18 +88,18 @@ ROWS = [
         "SSH_AUTHORIZED_KEYS: cannot read {tmp}/none", id="keys-file"),
     row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/empty"],
         "SSH_AUTHORIZED_KEYS: {tmp}/empty holds no key", setup="empty", id="keys-empty"),
-    row(CREATE_DEBIAN, ["web1", "--storage", "lvm"], "STORAGE=lvm needs VG_NAME",
+    row(CREATE_DEBIAN, ["web1", "--storage", "lvm"], "--storage: STORAGE=lvm needs VG_NAME",
         id="lvm-no-vg"),
     row(CREATE_DEBIAN, ["web1", "--vg", "vg/../x"],
         "VG_NAME: 'vg/../x' is not a volume group name", id="vg-name"),
-    row(CREATE_DEBIAN, ["web1"], "{conf}: TIMEZONE: unknown time zone 'Mars/Base'",
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: TIMEZONE: unknown time zone 'Mars/Base'",
         conf="TIMEZONE=Mars/Base", id="timezone"),
     row(CREATE_DEBIAN, ["web1", "--set", "TIMEZONE=../../etc/passwd"],
         "TIMEZONE: unknown time zone '../../etc/passwd'", id="timezone-path"),
     row(CREATE_DEBIAN, ["web1", "--set", "LOCALE=en_XX.UTF-9"],
-        "command line: LOCALE: unknown locale 'en_XX.UTF-9'", id="locale"),
+        "--set: LOCALE: unknown locale 'en_XX.UTF-9'", id="locale"),
     row(CREATE_DEBIAN, ["web1", "--mirror", "notaurl"],
-        "command line: MIRROR: 'notaurl' is not a URL", id="mirror"),
+        "--mirror: MIRROR: 'notaurl' is not a URL", id="mirror"),
     row(CREATE_DEBIAN, ["web1", "--set", "SECURITY_MIRROR=http:/x"],
         "SECURITY_MIRROR: 'http:/x' is not a URL", id="security-mirror"),
     row(CREATE_DEBIAN, ["web1", "--set", "APT_PROXY=proxy:3128"],
@@ -112,7 +112,7 @@ ROWS = [
         "BOOTSTRAP: 'cdebootstrap' is not one of auto | debootstrap | mmdebstrap",
         id="bootstrap-tool"),
     row(CREATE_DEBIAN, ["web1", "--set", "HOOK_DIR={tmp}/file"],
-        "command line: HOOK_DIR: {tmp}/file is not a directory", setup="file", id="hook-dir"),
+        "--set: HOOK_DIR: {tmp}/file is not a directory", setup="file", id="hook-dir"),
     row(CREATE_DEBIAN, ["web1"], "HOOK_DIR: {tmp}/hooks/postconfig.d/10-site is a directory, "
         "not a hook script", hint="only files go into {tmp}/hooks/postconfig.d",
         setup="hook-subdir", id="hook-d-entry-dir"),
@@ -121,10 +121,10 @@ ROWS = [
     row(CREATE_DEBIAN, ["web1", "--set", "SKEL_DIR={tmp}/none"],
         "SKEL_DIR: {tmp}/none is not a directory", id="skel-dir"),
     row(CREATE_DEBIAN, ["web1", "--image-dir", "{tmp}/file"],
-        "command line: IMAGE_DIR: {tmp}/file is not a directory", setup="file", id="image-dir"),
+        "--image-dir: IMAGE_DIR: {tmp}/file is not a directory", setup="file", id="image-dir"),
     row(CREATE_DEBIAN, ["web1", "--set", "LOG_DIR={tmp}/file/log"],
         "LOG_DIR: {tmp}/file is not a directory", setup="file", id="log-dir"),
-    row(CREATE_DEBIAN, ["web1"], "{conf}: STATE_DIR: {tmp}/file is not a directory",
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: STATE_DIR: {tmp}/file is not a directory",
         conf="STATE_DIR={tmp}/file", setup="file", id="state-dir"),
     row(CREATE_DEBIAN, ["web1", "--set", "CACHE_DIR={tmp}/file"],
         "CACHE_DIR: {tmp}/file is not a directory", setup="file", id="cache-dir"),
@@ -166,7 +166,7 @@ ROWS = [
         "not exist", id="mount-no-disk"),
     row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img holds no GPT partition "
         "table", setup="small-disk", id="mount-blank-disk"),
-    row(MOUNT_VM, ["web1"], "{conf}: MOUNT_DIR: {tmp}/file is not a directory",
+    row(MOUNT_VM, ["web1"], "{conf}:{line}: MOUNT_DIR: {tmp}/file is not a directory",
         conf="MOUNT_DIR={tmp}/file/mnt", setup="file", id="mount-dir"),
     row(UMOUNT_VM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="umount-name"),
     row(UMOUNT_VM, ["../web1"], "'../web1' is not a valid host name", id="umount-path"),
@@ -204,7 +204,7 @@ def make(setup: str | None, tmp: Path) -> None:
     elif setup == "hook-subdir":
         (tmp / "hooks" / "postconfig.d" / "10-site").mkdir(parents=True)
     elif setup == "hook-d-file":
-        (tmp / "hooks").mkdir()
+        (tmp / "hooks").mkdir(exist_ok=True)
         (tmp / "hooks" / "postunpack.d").write_text("#!/bin/sh\n")
     elif setup == "empty":
         (tmp / "empty").write_text("")
@@ -234,24 +234,26 @@ def loop_devices_below(tmp: Path) -> list[str]:
     return [line for line in result.stdout.splitlines() if str(tmp) in line]
 
 
-def base_config(tmp: Path) -> str:
-    return (f"IMAGE_DIR={tmp}/images\nLOG_DIR={tmp}/log\nSTATE_DIR={tmp}/state\n"
-            f"MOUNT_DIR={tmp}/mnt\nCACHE_DIR={tmp}/cache\nHOOK_DIR={tmp}/hooks\n"
-            # Never reached: a row that got that far would fail with another message.
-            f"MIRROR=file://{tmp}/no-mirror\nLIBVIRT_URI={NOWHERE}\n"
-            "NETWORK_TYPE=user\n")
+# Never reached: a row that got that far would fail with another message.
+UNREACHABLE = {"MIRROR": "file://{tmp}/no-mirror", "LIBVIRT_URI": NOWHERE,
+               "NETWORK_TYPE": "user"}
 
 
 @pytest.mark.parametrize("cmd,args,code,message,hint,conf,setup", ROWS)
-def test_bad_input(tmp_path, cmd, args, code, message, hint, conf, setup):
-    config = tmp_path / "conf"
+def test_bad_input(testenv, cmd, args, code, message, hint, conf, setup):
+    tmp = testenv.base
+    config = testenv.config
+    base_lines = len(testenv.settings(**UNREACHABLE))
 
     def fill(text: str) -> str:
-        return text.replace("{tmp}", str(tmp_path)).replace("{conf}", str(config))
+        # {line}: the configuration's line that the row added.
+        return (text.replace("{tmp}", str(tmp)).replace("{conf}", str(config))
+                .replace("{line}", str(base_lines + 1)))
 
-    config.write_text(base_config(tmp_path) + fill(conf) + "\n")
-    make(setup, tmp_path)
-    before = snapshot(tmp_path)
+    testenv.write(**{k: fill(v) for k, v in UNREACHABLE.items()})
+    config.write_text(config.read_text() + fill(conf) + "\n")
+    make(setup, tmp)
+    before = snapshot(tmp)
 
     result = run_cli(*cmd, "--config", str(config), *map(fill, args), timeout=60)
 
@@ -266,12 +268,13 @@ def test_bad_input(tmp_path, cmd, args, code, message, hint, conf, setup):
     assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr
     assert result.stdout == "", result.stdout
     # Nothing touched: no image directory, log, lock or state file; no loop device, no mount.
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp) == before
     if setup != "small-disk":
-        assert not (tmp_path / "images").exists()
-    assert not (tmp_path / "log").exists() and not (tmp_path / "state").exists()
-    assert loop_devices_below(tmp_path) == []
-    assert mounts.mounts_below(tmp_path) == []
+        assert not testenv.image_dir.exists()
+    assert not testenv.log_dir.exists() and not testenv.state_dir.exists()
+    assert not testenv.journal_dir.exists()
+    assert loop_devices_below(tmp) == []
+    assert mounts.mounts_below(tmp) == []
 
 
 def test_the_table_covers_every_command():

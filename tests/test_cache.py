@@ -243,10 +243,9 @@ def test_progress_note_is_in_the_stage_line_and_the_summary(tmp_path):
     assert "bootstrap trixie (rootfs cache hit 0123456789ab)" in progress.summary()
 
 
-def test_cache_list_and_prune_commands(tmp_path):
-    conf = tmp_path / "conf"
-    conf.write_text(f"CACHE_DIR={tmp_path}\n")
-    rootfs = cache.RootfsCache.under(tmp_path)
+def test_cache_list_and_prune_commands(testenv):
+    conf = testenv.config
+    rootfs = cache.RootfsCache.under(testenv.cache_dir)
     fake_entry(rootfs, "9" * 64, age_days=3)
     result = run_cli("hostcreator", "cache", "list", "--config", str(conf))
     assert result.returncode == 0, result.stderr
@@ -259,10 +258,8 @@ def test_cache_list_and_prune_commands(tmp_path):
     assert rootfs.entries() == []
 
 
-def test_no_cache_and_refresh_cache_exclude_each_other(tmp_path):
-    conf = tmp_path / "conf"
-    conf.write_text(f"IMAGE_DIR={tmp_path}/images\nLOG_DIR={tmp_path}/log\n")
+def test_no_cache_and_refresh_cache_exclude_each_other(testenv):
     result = run_cli("create-debian", "web1", "--no-cache", "--refresh-cache", "--config",
-                     str(conf))
+                     str(testenv.config))
     assert result.returncode == 2
     assert "--no-cache and --refresh-cache exclude each other" in result.stderr

@@ -21,7 +21,7 @@ from proxy import RecordingProxy
 
 from hostcreator.build import cache
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root]
+pytestmark = pytest.mark.e2e
 # The line the bootstrap stage logs (the stage title and the summary repeat it).
 EVENT = re.compile(r"^    rootfs cache (hit|miss) ([0-9a-f]{12}): ", re.MULTILINE)
 EXTRA_PACKAGE = "less"

@@ -14,7 +14,7 @@ from conftest import DEBIAN_SUITE, command, run_cli, unique_name
 from hostcreator.disk import storage
 from hostcreator.host import mounts
 
-pytestmark = [pytest.mark.root]
+pytestmark = pytest.mark.root
 
 
 def wait_for_text(path, text, proc, timeout=300):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-from conftest import run_cli
+from conftest import hermetic_environ, run_cli
 
 import hostcreator
+from hostcreator import config
 
 pytestmark = pytest.mark.unit
 
@@ -23,13 +23,51 @@ def test_version_and_help():
     assert result.returncode == 0 and "create-debian" in result.stdout
 
 
-def test_config_command_shows_effective_settings(tmp_path):
-    conf = tmp_path / "conf"
-    conf.write_text("SIZE=12\n")
-    result = run_cli("hostcreator", "config", "--config", str(conf), "--set", "VCPUS=4")
-    assert result.returncode == 0
-    assert "SIZE=12" in result.stdout.splitlines()
-    assert "VCPUS=4" in result.stdout.splitlines()
+def test_config_command_shows_effective_settings_and_their_origins(testenv):
+    conf = testenv.write(SIZE="12")
+    line = list(testenv.settings()).index("SIZE") + 1
+    env = {**hermetic_environ(), "HOSTCREATOR_MEMORY": "4096"}
+    result = run_cli("hostcreator", "config", "--config", str(conf), "--set", "VCPUS=4",
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"SIZE=12  # from {conf}:{line}" in lines
+    assert "VCPUS=4  # from --set" in lines
+    assert "MEMORY=4096  # from $HOSTCREATOR_MEMORY" in lines
+    assert "GRAPHICS=vnc  # built-in default" in lines
+    result = run_cli("hostcreator", "config", "--config", str(conf), "--set", "VCPUS=4",
+                     "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert set(shown) == set(config.BY_KEY)
+    assert shown["SIZE"] == {"value": 12, "origin": f"{conf}:{line}"}
+    assert shown["VCPUS"] == {"value": 4, "origin": "--set"}
+    assert shown["MEMORY"] == {"value": 4096, "origin": "$HOSTCREATOR_MEMORY"}
+    assert shown["STORAGE"] == {"value": None, "origin": "built-in default"}
+    assert shown["INSECURE_NO_SIGNATURE_CHECK"]["value"] is False
+
+
+def test_config_command_output_read_back_is_the_same_configuration(testenv, tmp_path):
+    testenv.write(NETWORK="br 'one' \"two\"", PACKAGES="vim, less", VARIANT="minbase")
+    result = run_cli("hostcreator", "config", "--config", str(testenv.config),
+                     "--set", "INSECURE_NO_SIGNATURE_CHECK=yes", "--set", "SKEL_DIR=/s k")
+    assert result.returncode == 0, result.stderr
+    again = tmp_path / "again.conf"
+    again.write_text(result.stdout)
+    original = config.load(testenv.config, {"INSECURE_NO_SIGNATURE_CHECK": "yes",
+                                            "SKEL_DIR": "/s k"}, environ={})
+    assert config.load(again, environ={}) == original
+    assert original.network == "br 'one' \"two\"" and original.insecure_no_signature_check
+
+
+def test_cli_options_are_named_as_the_origin_of_their_values(testenv):
+    result = run_cli("create-debian", "web1", "--config", str(testenv.config),
+                     "--storage", "lvm")
+    assert result.returncode == 2
+    assert "create-debian: error: --storage: STORAGE=lvm needs VG_NAME" in result.stderr
+    result = run_cli("create-kvm", "web1", "--config", str(testenv.config), "--vcpus", "0")
+    assert result.returncode == 2
+    assert "create-kvm: error: --vcpus: VCPUS: 0 is not a positive number" in result.stderr
 
 
 # Every command, as a user types it: the short names and `hostcreator <command>`.
@@ -63,17 +101,15 @@ def test_every_command_has_the_common_options(invocation):
 
 @pytest.mark.parametrize("invocation", [("hostcreator", "config"), ("hostcreator", "status"),
                                         ("hostcreator", "cache", "list")], ids=" ".join)
-def test_the_common_options_are_taken_by_reports(invocation, tmp_path):
-    conf = tmp_path / "conf"
-    conf.write_text("".join(f"{key}={tmp_path / key.lower()}\n" for key in (
-        "IMAGE_DIR", "LOG_DIR", "CACHE_DIR", "STATE_DIR", "JOURNAL_DIR", "MOUNT_DIR")))
-    result = run_cli(*invocation, "-v", "--debug", "-c", str(conf), "-s", "SIZE=9", "--json")
+def test_the_common_options_are_taken_by_reports(invocation, testenv):
+    result = run_cli(*invocation, "-v", "--debug", "-c", str(testenv.config), "-s", "SIZE=9",
+                     "--json")
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout), dict)
 
 
-def test_an_unexpected_exception_is_one_line_and_exit_code_1(tmp_path):
-    env = {**os.environ, "HOSTCREATOR_FAULT": "crash:config"}
+def test_an_unexpected_exception_is_one_line_and_exit_code_1():
+    env = {**hermetic_environ(), "HOSTCREATOR_FAULT": "crash:config"}
     result = run_cli("hostcreator", "config", env=env)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -86,8 +122,9 @@ def test_an_unexpected_exception_is_one_line_and_exit_code_1(tmp_path):
     assert json.loads(as_json.stdout)["error"]["exit_code"] == 1
 
 
-def test_errors_as_json_carry_message_hint_and_exit_code(tmp_path):
-    result = run_cli("hostcreator", "config", "--json", "--set", "SIZE=many")
+def test_errors_as_json_carry_message_hint_and_exit_code(testenv):
+    result = run_cli("hostcreator", "config", "--json", "-c", str(testenv.config), "--set",
+                     "SIZE=many")
     assert result.returncode == 2
     error = json.loads(result.stdout)["error"]
     assert error["exit_code"] == 2 and "SIZE" in error["message"]

@@ -12,7 +12,7 @@ from conftest import DEBIAN_SUITE, command, run_cli, unique_name
 from hostcreator.disk import storage
 from hostcreator.host import mounts
 
-pytestmark = [pytest.mark.root, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 def create(env, name: str) -> subprocess.Popen:

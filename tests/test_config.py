@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_unknown_key_is_warned_about_with_file_and_suggestion(tmp_path, caplog):
     path = write(tmp_path, "VGNAME=vg0\n")
     cfg = config.load(path, environ={})
     assert cfg.vg_name is None
-    assert f"{path}: unknown setting VGNAME (did you mean VG_NAME?)" in caplog.text
+    assert f"{path}:1: unknown setting VGNAME (did you mean VG_NAME?)" in caplog.text
 
 
 def test_legacy_file_is_read_when_the_new_one_is_absent(tmp_path, monkeypatch):
@@ -112,7 +113,7 @@ def test_precedence_file_environment_command_line(tmp_path):
 
 
 def test_command_line_unknown_key_is_an_error():
-    with pytest.raises(InvalidInput, match="command line: unknown setting SIZ"):
+    with pytest.raises(InvalidInput, match="--set: unknown setting SIZ"):
         config.load(Path("/dev/null"), overrides={"SIZ": "3"}, environ={})
 
 
@@ -143,3 +144,56 @@ def test_sample_config_in_etc_names_only_known_settings():
         if "=" in stripped and stripped.split("=")[0].isupper():
             keys.add(stripped.split("=")[0])
     assert keys == set(config.BY_KEY)
+
+
+@pytest.mark.parametrize("origin,overrides,says", [
+    ("file", [], "{path}:2: STORAGE=lvm needs VG_NAME"),
+    ("--set", ["STORAGE=lvm"], "--set: STORAGE=lvm needs VG_NAME"),
+    ("option", [], "--storage: STORAGE=lvm needs VG_NAME"),
+])
+def test_errors_name_the_true_origin(tmp_path, origin, overrides, says):
+    path = write(tmp_path, "SIZE=9\n" + ("STORAGE=lvm\n" if origin == "file" else ""))
+    items = config.set_options(overrides)
+    if origin == "option":
+        items.append(config.option("STORAGE", "lvm"))
+    with pytest.raises(InvalidInput) as exc:
+        config.load(path, items, environ={})
+    assert exc.value.message == says.format(path=path)
+
+
+def test_every_value_keeps_its_origin(tmp_path):
+    path = write(tmp_path, "SIZE=9\nexport MEMORY=1024\n")
+    cfg = config.load(path, [config.option("VG_NAME", "vg0"), *config.set_options(["VCPUS=3"])],
+                      environ={"HOSTCREATOR_NETWORK": "br7"})
+    assert str(cfg.origin("SIZE")) == f"{path}:1"
+    assert str(cfg.origin("MEMORY")) == f"{path}:2"
+    assert str(cfg.origin("NETWORK")) == "$HOSTCREATOR_NETWORK"
+    assert str(cfg.origin("VG_NAME")) == "--vg"
+    assert str(cfg.origin("VCPUS")) == "--set"
+    assert str(cfg.origin("GRAPHICS")) == "built-in default"
+
+
+@pytest.mark.parametrize("value", ["a\nSIZE=1", "a\rb", "a\x00b", "a\u2028b", "a\x1bb"])
+def test_a_value_is_one_line_of_text(value):
+    with pytest.raises(InvalidInput, match="NETWORK: the value holds the control character"):
+        config.load(Path("/dev/null"), {"NETWORK": value}, environ={})
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_the_byte(tmp_path):
+    path = tmp_path / "latin1"
+    path.write_bytes("SIZE=9\n# Gr\u00fc\u00dfe\n".encode("latin-1"))
+    with pytest.raises(InvalidInput) as exc:
+        config.load(path, environ={})
+    assert exc.value.message == f"{path}:2: not UTF-8 (byte 11: 0xfc)"
+
+
+def test_a_path_that_cannot_be_looked_at_is_an_input_error():
+    with pytest.raises(InvalidInput, match="--set: LOG_DIR: cannot look at"):
+        config.load(Path("/dev/null"), {"LOG_DIR": "/" + "x" * 5000}, environ={})
+
+
+def test_adding_a_setting_is_one_declaration():
+    # The table comes from the dataclass: every setting field is in it, in order.
+    settings = [f.name for f in dataclasses.fields(config.Config) if config.METADATA in f.metadata]
+    assert [s.field for s in config.SETTINGS] == settings
+    assert "JOURNAL_DIR" in config.DIRECTORIES

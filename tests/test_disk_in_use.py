@@ -23,8 +23,6 @@ from hostcreator.host import loopdev, mounts
 if TYPE_CHECKING:
     from conftest import TestEnv
 
-pytestmark = pytest.mark.root
-
 MIB = 1024 * 1024
 
 
@@ -92,6 +90,7 @@ def loop_mounted(image: Path, target: Path) -> Iterator[Path]:
         subprocess.run(["umount", target], check=False)
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("signature,command", [
     ("gpt", ["parted", "--script", "{}", "mklabel", "gpt"]),
     ("ext4", ["mkfs.ext4", "-q", "-F", "{}"]),
@@ -105,6 +104,7 @@ def test_a_disk_that_holds_data_is_refused_without_force(testenv, signature, com
     assert signature in error
 
 
+@pytest.mark.root
 def test_a_disk_open_in_a_process_is_refused_even_with_force(testenv):
     name = unique_name()
     image = blank_image(testenv, name)
@@ -113,6 +113,7 @@ def test_a_disk_open_in_a_process_is_refused_even_with_force(testenv):
     assert f"{image} is open in process(es) {proc.pid} (sleep)" in error
 
 
+@pytest.mark.root
 def test_a_disk_on_a_loop_device_is_refused_even_with_force(testenv):
     name = unique_name()
     image = blank_image(testenv, name)
@@ -124,6 +125,7 @@ def test_a_disk_on_a_loop_device_is_refused_even_with_force(testenv):
     assert f"{image} is in use by {loop}" in error
 
 
+@pytest.mark.root
 def test_a_mounted_disk_is_refused_even_with_force(testenv, tmp_path):
     name = unique_name()
     image = blank_image(testenv, name)
@@ -134,6 +136,7 @@ def test_a_mounted_disk_is_refused_even_with_force(testenv, tmp_path):
     assert "another mount namespace" not in error
 
 
+@pytest.mark.root
 def test_a_disk_with_a_partition_mounted_is_refused_even_with_force(testenv, tmp_path):
     name = unique_name()
     image = blank_image(testenv, name)
@@ -149,6 +152,7 @@ def test_a_disk_with_a_partition_mounted_is_refused_even_with_force(testenv, tmp
     assert f"{image} is mounted: {part} at {target}" in error
 
 
+@pytest.mark.root
 def test_a_disk_mounted_only_in_another_namespace_is_refused_even_with_force(testenv, tmp_path):
     name = unique_name()
     image = blank_image(testenv, name)
@@ -188,6 +192,7 @@ def test_the_disk_of_a_libvirt_domain_is_refused_even_with_force(testenv, domain
         conn.close()
 
 
+@pytest.mark.root
 def test_when_libvirt_is_out_of_reach_a_warning_says_so_and_the_rest_applies(testenv):
     testenv.write(LIBVIRT_URI="qemu:///system?socket=/nonexistent/libvirt-sock")
     name = unique_name()

@@ -11,25 +11,19 @@ import pytest
 from conftest import run_cli, unique_name
 
 from hostcreator import cli
-from hostcreator.disk import storage
-
-pytestmark = pytest.mark.unit
 
 NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(testenv):
     """A config file and an (empty, sparse) disk for a VM; libvirt is unreachable."""
     name = unique_name()
-    images = tmp_path / "images"
-    images.mkdir()
-    disk = images / f"{storage.disk_name(name)}.img"
+    testenv.image_dir.mkdir()
+    disk = testenv.image(name)
     with open(disk, "wb") as f:
         f.truncate(1 << 30)
-    conf = tmp_path / "conf"
-    conf.write_text(f"IMAGE_DIR={images}\nLOG_DIR={tmp_path}/log\nSTATE_DIR={tmp_path}/st\n"
-                    f"LIBVIRT_URI={NOWHERE}\nNETWORK_TYPE=user\nVIRT_TYPE=qemu\n")
+    conf = testenv.write(LIBVIRT_URI=NOWHERE, NETWORK_TYPE="user", VIRT_TYPE="qemu")
     return name, conf, disk
 
 
@@ -45,6 +39,7 @@ def one_error(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
+@pytest.mark.unit
 def test_help_and_both_entry_points():
     result = kvm("-h")
     assert result.returncode == 0
@@ -55,7 +50,8 @@ def test_help_and_both_entry_points():
     assert result.returncode == 0 and "--dry-run" in result.stdout
 
 
-def test_dry_run_prints_the_xml_and_touches_nothing(setup, tmp_path):
+@pytest.mark.unit
+def test_dry_run_prints_the_xml_and_touches_nothing(setup, testenv):
     name, conf, disk = setup
     result = kvm(name, "--config", str(conf), "--dry-run", "--memory", "1536", "--vcpus", "3")
     assert result.returncode == 0, result.stderr
@@ -64,9 +60,10 @@ def test_dry_run_prints_the_xml_and_touches_nothing(setup, tmp_path):
     assert root.findtext("memory") == "1536" and root.findtext("vcpu") == "3"
     assert root.find("devices/disk/source").get("file") == str(disk)
     assert root.find("devices/interface").get("type") == "user"
-    assert not (tmp_path / "log").exists() and not (tmp_path / "st").exists()
+    assert not testenv.log_dir.exists() and not testenv.state_dir.exists()
 
 
+@pytest.mark.unit
 def test_dry_run_with_options_overriding_the_file(setup, tmp_path):
     name, conf, _disk = setup
     iso = tmp_path / "boot.iso"
@@ -88,6 +85,7 @@ def test_dry_run_with_options_overriding_the_file(setup, tmp_path):
     assert live_root.findtext("uuid") == persistent_root.findtext("uuid")
 
 
+@pytest.mark.unit
 def test_unreachable_libvirt_is_one_line_with_a_hint(setup, tmp_path):
     name, conf, _disk = setup
     result = kvm(name, "--config", str(conf))
@@ -98,6 +96,7 @@ def test_unreachable_libvirt_is_one_line_with_a_hint(setup, tmp_path):
     assert result.returncode == 1 and "cannot connect to libvirt" in one_error(result)
 
 
+@pytest.mark.unit
 def test_remote_uri_is_passed_through_to_libvirt(setup):
     name, conf, _disk = setup
     # A remote host's disks and bridges are not ours to check; the URI goes to libvirt as is.
@@ -124,6 +123,7 @@ def test_disk_attached_to_a_loop_device_is_in_use(setup, tmp_path):
         subprocess.run(["losetup", "-d", loop], check=True)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("argv,expected", [
     (["vm1", "--wait"], ["vm1", "--wait", "600"]),
     (["vm1", "--wait", "90"], ["vm1", "--wait", "90"]),
@@ -136,6 +136,7 @@ def test_wait_takes_an_optional_number_of_seconds(argv, expected):
     assert cli.optional_wait(argv) == expected
 
 
+@pytest.mark.unit
 def test_wait_seconds_must_be_positive(setup):
     name, conf, _disk = setup
     result = kvm(name, "--config", str(conf), "--wait", "0")

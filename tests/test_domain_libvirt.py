@@ -24,8 +24,6 @@ from hostcreator.domain import render as domain
 from hostcreator.domain import virt
 from hostcreator.domain.console import LOGIN_PROMPT, read_since
 
-pytestmark = [pytest.mark.libvirt, pytest.mark.root]
-
 WAIT = 600
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
@@ -175,6 +173,7 @@ def test_a_kernel_panic_ends_the_waiting_at_once(debian_vm, vm_env, domains, con
     assert conn.lookupByName(name).isActive()
 
 
+@pytest.mark.libvirt
 def test_first_boot_from_a_live_iso_keeps_the_persistent_definition(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
@@ -202,6 +201,7 @@ def test_first_boot_from_a_live_iso_keeps_the_persistent_definition(vm_env, doma
     assert dom.isPersistent() and dom.XMLDesc(INACTIVE) == persistent
 
 
+@pytest.mark.libvirt
 def test_missing_iso_defines_nothing(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
@@ -212,6 +212,7 @@ def test_missing_iso_defines_nothing(vm_env, domains, conn):
     assert virt.lookup(conn, name) is None
 
 
+@pytest.mark.libvirt
 def test_disk_of_another_domain_is_in_use(vm_env, domains, conn):
     name, other = unique_name(), unique_name()
     domains += [name, other]
@@ -226,6 +227,7 @@ def test_disk_of_another_domain_is_in_use(vm_env, domains, conn):
     assert virt.lookup(conn, name) is None
 
 
+@pytest.mark.libvirt
 def test_disk_open_in_a_process_is_not_booted_twice(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
@@ -246,6 +248,7 @@ def test_disk_open_in_a_process_is_not_booted_twice(vm_env, domains, conn):
         holder.wait()
 
 
+@pytest.mark.libvirt
 def test_missing_libvirt_network(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
@@ -256,6 +259,7 @@ def test_missing_libvirt_network(vm_env, domains, conn):
     assert virt.lookup(conn, name) is None
 
 
+@pytest.mark.libvirt
 def test_start_needs_an_existing_domain(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)
@@ -265,6 +269,7 @@ def test_start_needs_an_existing_domain(vm_env, domains, conn):
     assert virt.lookup(conn, name) is None
 
 
+@pytest.mark.libvirt
 def test_wait_timeout_names_the_last_console_lines(vm_env, domains, conn):
     name = unique_name()
     domains.append(name)

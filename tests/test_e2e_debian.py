@@ -10,7 +10,7 @@ from guest import check_report
 
 from hostcreator.disk import partition, storage
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root]
+pytestmark = pytest.mark.e2e
 
 
 def test_create_debian_reports_each_stage_with_its_duration(debian_vm):

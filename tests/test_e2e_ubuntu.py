@@ -16,7 +16,7 @@ from hostcreator import distro
 from hostcreator.build import bootstrap
 from hostcreator.disk import partition, storage
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root]
+pytestmark = pytest.mark.e2e
 UBUNTU = distro.get("ubuntu")
 SUITE = UBUNTU_SUITE or UBUNTU.default_suite
 

@@ -31,7 +31,7 @@ from hostcreator.domain import qemu
 from hostcreator.host import mounts
 from hostcreator.state import journal, lock
 
-pytestmark = [pytest.mark.root, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 STAGES = list(journal.STAGES)
 

@@ -11,9 +11,8 @@ from hostcreator import config
 from hostcreator.state import journal
 from hostcreator.state.journal import Journal, Status
 
-pytestmark = pytest.mark.unit
 
-
+@pytest.mark.unit
 def test_saved_journal_reads_back_the_same(tmp_path):
     record = Journal("web1", "debian", "trixie", tmp_path / "web1-disk01.img")
     record.begin_run(123, {"SIZE": "8"}, resumed=False)
@@ -28,6 +27,7 @@ def test_saved_journal_reads_back_the_same(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("status,stage,done,error,says", [
     (Status.RUNNING, "install", ["disk"], None, "was killed in stage install (PID 9"),
     (Status.FAILED, "install", ["disk"], "boom", "failed in stage install: boom"),
@@ -43,8 +43,9 @@ def test_describe_tells_how_a_build_stopped(tmp_path, status, stage, done, error
     assert not record.finished
 
 
-def test_settings_keep_no_password_of_a_url():
-    cfg = config.load(None, {"APT_PROXY": "http://me:s3cret@proxy:3128",
+@pytest.mark.unit
+def test_settings_keep_no_password_of_a_url(testenv):
+    cfg = config.load(testenv.config, {"APT_PROXY": "http://me:s3cret@proxy:3128",
                              "MIRROR": "http://mirror.invalid/debian"}, environ={})
     settings = journal.settings_of(cfg)
     assert settings["APT_PROXY"] == "http://me:***@proxy:3128"
@@ -52,56 +53,51 @@ def test_settings_keep_no_password_of_a_url():
     assert "s3cret" not in json.dumps(settings)
 
 
+@pytest.mark.unit
 def test_an_unreadable_journal_is_warned_about_and_ignored(tmp_path):
     (tmp_path / "web1.json").write_text("{not json")
     assert journal.load(tmp_path, "web1") is None
 
 
-def _conf(tmp_path):
-    conf = tmp_path / "conf"
-    conf.write_text(f"IMAGE_DIR={tmp_path}/images\nLOG_DIR={tmp_path}/log\n"
-                    f"STATE_DIR={tmp_path}/st\nJOURNAL_DIR={tmp_path}/journal\n")
-    return conf
-
-
-def test_resume_and_restart_exclude_each_other(tmp_path):
+@pytest.mark.unit
+def test_resume_and_restart_exclude_each_other(testenv):
     result = run_cli("create-debian", "web1", "--resume", "--restart", "--config",
-                     str(_conf(tmp_path)))
+                     str(testenv.config))
     assert result.returncode == 2
     assert "--resume and --restart exclude each other" in result.stderr
 
 
 @pytest.mark.root
-def test_nothing_to_resume_without_a_journal_or_after_a_finished_build(tmp_path):
-    conf = _conf(tmp_path)
+def test_nothing_to_resume_without_a_journal_or_after_a_finished_build(testenv):
+    conf = testenv.config
     result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
     assert result.returncode == 2, result.stderr
     assert "nothing to resume for web1: it has no build journal" in result.stderr
-    record = Journal("web1", "debian", "trixie", tmp_path / "images" / "web1-disk01.img")
+    record = Journal("web1", "debian", "trixie", testenv.image("web1"))
     record.stop(Status.FINISHED)
-    journal.save(tmp_path / "journal", record)
+    journal.save(testenv.journal_dir, record)
     result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
     assert result.returncode == 2 and "its build finished at" in result.stderr
-    assert not (tmp_path / "images").exists()
+    assert not testenv.image_dir.exists()
 
 
 @pytest.mark.root
-def test_an_unfinished_build_of_the_other_distribution_or_disk_is_refused(tmp_path):
-    conf = _conf(tmp_path)
-    record = Journal("web1", "ubuntu", "resolute", tmp_path / "images" / "web1-disk01.img",
+def test_an_unfinished_build_of_the_other_distribution_or_disk_is_refused(testenv, tmp_path):
+    conf = testenv.config
+    record = Journal("web1", "ubuntu", "resolute", testenv.image("web1"),
                      status=Status.FAILED, stage="install", done=["disk"])
-    journal.save(tmp_path / "journal", record)
+    journal.save(testenv.journal_dir, record)
     result = run_cli("create-debian", "web1", "--config", str(conf))
     assert result.returncode == 2 and "web1 has an unfinished ubuntu build" in result.stderr
     assert "create-ubuntu web1 --resume" in result.stderr
     record.distribution, record.suite = "debian", "trixie"
     record.disk = tmp_path / "elsewhere.img"
-    journal.save(tmp_path / "journal", record)
+    journal.save(testenv.journal_dir, record)
     result = run_cli("create-debian", "web1", "--resume", "--config", str(conf))
     assert result.returncode == 2, result.stderr
     assert f"was on {tmp_path}/elsewhere.img" in result.stderr
-    record.disk = tmp_path / "images" / "web1-disk01.img"
-    journal.save(tmp_path / "journal", record)
+    record.disk = testenv.image("web1")
+    journal.save(testenv.journal_dir, record)
     result = run_cli("create-debian", "web1", "--config", str(conf))
     assert result.returncode == 6, result.stderr
     assert "the build of web1 did not finish: it failed in stage install" in result.stderr

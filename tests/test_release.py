@@ -13,7 +13,7 @@ from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse
 from hostcreator.host import loopdev
 
-pytestmark = [pytest.mark.root]
+pytestmark = pytest.mark.root
 
 
 def small_fs(tmp_path: Path) -> Path:

@@ -9,8 +9,6 @@ from hostcreator import config
 from hostcreator.disk import partition, storage
 from hostcreator.errors import DiskInUse, InvalidInput
 
-pytestmark = pytest.mark.unit
-
 LVS_OUTPUT = """\
   root|vg0|21474836480|/dev/vg0/root
   web1-disk01|vg0|8589934592|/dev/vg0/web1-disk01
@@ -24,6 +22,7 @@ def ensure(disk: storage.Storage, force: bool = False) -> int:
     return storage.ensure_blank_disk(disk, 4, force, partition.minimum_disk_size(), TEST_URI)
 
 
+@pytest.mark.unit
 def test_lvs_command_and_parsing():
     assert storage.lvs_command("vg0") == [
         "lvs", "--noheadings", "--nosuffix", "--units", "b", "--separator", "|",
@@ -36,17 +35,20 @@ def test_lvs_command_and_parsing():
     assert volumes[2].path == Path("/dev/vg0/thin pool")  # inactive LVs have no lv_path
 
 
+@pytest.mark.unit
 def test_lvs_garbage_is_an_error():
     with pytest.raises(Exception, match="cannot parse lvs output"):
         storage.parse_lvs("  something unexpected\n")
 
 
+@pytest.mark.unit
 def test_lvcreate_command():
     assert storage.lvcreate_command("vg0", "web1-disk01", 16) == [
         "lvcreate", "--yes", "--wipesignatures", "y", "-n", "web1-disk01", "-L", "16g", "vg0"
     ]
 
 
+@pytest.mark.unit
 def test_backend_choice_and_names(tmp_path):
     base = config.load(Path("/dev/null"), environ={})
     lvm = storage.for_vm(base.replace(vg_name="vg0"), "web1")
@@ -58,6 +60,7 @@ def test_backend_choice_and_names(tmp_path):
     assert file.path == tmp_path / "web1-disk01.img"
 
 
+@pytest.mark.unit
 def test_new_image_is_sparse_and_of_the_size_asked(tmp_path):
     disk = storage.FileStorage(tmp_path / "sub" / "a-disk01.img")
     size = ensure(disk)
@@ -65,6 +68,7 @@ def test_new_image_is_sparse_and_of_the_size_asked(tmp_path):
     assert disk.path.stat().st_blocks == 0
 
 
+@pytest.mark.unit
 def test_existing_blank_image_is_reused_with_its_own_size(tmp_path):
     disk = storage.FileStorage(tmp_path / "a-disk01.img")
     with open(disk.path, "wb") as f:
@@ -72,6 +76,7 @@ def test_existing_blank_image_is_reused_with_its_own_size(tmp_path):
     assert ensure(disk) == 6 * partition.GIB
 
 
+@pytest.mark.unit
 def test_image_holding_a_file_system_is_refused_unless_forced(tmp_path):
     disk = storage.FileStorage(tmp_path / "a-disk01.img")
     with open(disk.path, "wb") as f:
@@ -85,6 +90,7 @@ def test_image_holding_a_file_system_is_refused_unless_forced(tmp_path):
     assert ensure(disk, force=True)
 
 
+@pytest.mark.unit
 def test_existing_image_too_small_is_refused(tmp_path):
     disk = storage.FileStorage(tmp_path / "a-disk01.img")
     with open(disk.path, "wb") as f:
@@ -93,6 +99,7 @@ def test_existing_image_too_small_is_refused(tmp_path):
         ensure(disk)
 
 
+@pytest.mark.unit
 def test_image_path_that_is_a_directory_is_refused(tmp_path):
     (tmp_path / "a-disk01.img").mkdir()
     with pytest.raises(InvalidInput, match="not a regular file"):

@@ -195,21 +195,14 @@ def test_unknown_suite_is_refused_offline(suite):
 # The command line: one error line, exit code 2, nothing touched.
 
 
-def conf_file(tmp_path: Path, extra: str = "") -> Path:
-    conf = tmp_path / "conf"
-    conf.write_text(f"IMAGE_DIR={tmp_path}/images\nLOG_DIR={tmp_path}/log\n"
-                    f"STATE_DIR={tmp_path}/st\nHOOK_DIR={tmp_path}/hooks\n{extra}")
-    return conf
-
-
-def assert_refused(result, tmp_path: Path, message: str, program: str = "create-ubuntu"):
+def assert_refused(result, env, message: str, program: str = "create-ubuntu"):
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert errors[0].startswith(f"{program}: error: ")
     assert "Traceback" not in result.stderr
-    for touched in ("images", "log", "st"):
-        assert not (tmp_path / touched).exists(), touched
+    for touched in (env.image_dir, env.log_dir, env.state_dir, env.journal_dir):
+        assert not touched.exists(), touched
 
 
 def fake_mirror(tmp_path: Path, origin: str = "Ubuntu") -> str:
@@ -219,31 +212,31 @@ def fake_mirror(tmp_path: Path, origin: str = "Ubuntu") -> str:
     return (tmp_path / "mirror").as_uri()
 
 
-def test_cli_suite_the_archive_does_not_offer(tmp_path, keyring):
+def test_cli_suite_the_archive_does_not_offer(testenv, tmp_path, keyring):
     mirror = fake_mirror(tmp_path)
-    result = run_cli("create-ubuntu", "web1", "noble", "--config", str(conf_file(tmp_path)),
+    result = run_cli("create-ubuntu", "web1", "noble", "--config", str(testenv.config),
                      "--mirror", mirror, "--set", f"KEYRING={keyring}")
-    assert_refused(result, tmp_path,
+    assert_refused(result, testenv,
                    f"unknown ubuntu suite 'noble': the archive {mirror} has no "
                    "dists/noble/Release")
 
 
-def test_cli_suite_of_another_distribution(tmp_path, keyring):
+def test_cli_suite_of_another_distribution(testenv, tmp_path, keyring):
     mirror = fake_mirror(tmp_path, origin="Debian")
-    result = run_cli("create-ubuntu", "web1", "resolute", "--config", str(conf_file(tmp_path)),
+    result = run_cli("create-ubuntu", "web1", "resolute", "--config", str(testenv.config),
                      "--mirror", mirror, "--set", f"KEYRING={keyring}")
-    assert_refused(result, tmp_path, "'resolute' is a suite of Debian, not of Ubuntu")
+    assert_refused(result, testenv, "'resolute' is a suite of Debian, not of Ubuntu")
 
 
 @pytest.mark.parametrize("program", ["create-ubuntu", "create-debian"])
-def test_cli_insecure_option_is_loud(tmp_path, program):
+def test_cli_insecure_option_is_loud(testenv, tmp_path, program):
     # The check is skipped, so the missing keyring does not stop it; the size does.
     result = run_cli(program, "web1", "--insecure-no-signature-check", "--size", "2",
-                     "--config", str(conf_file(tmp_path)), "--set",
+                     "--config", str(testenv.config), "--set",
                      f"KEYRING={tmp_path}/none.gpg")
     assert "WARNING: the signatures of the" in result.stderr
     assert "archive are NOT verified" in result.stderr
-    assert_refused(result, tmp_path, "SIZE=2 GiB is too small", program)
+    assert_refused(result, testenv, "SIZE=2 GiB is too small", program)
 
 
 def test_cli_help_and_hostcreator_subcommand():

@@ -19,7 +19,7 @@ from hostcreator.disk import storage
 from hostcreator.host import loopdev, mounts
 from hostcreator.vm import mount as vmmount
 
-pytestmark = [pytest.mark.root, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mountvm import ok, private_copy
 
 from hostcreator.host import mounts
 
-pytestmark = [pytest.mark.libvirt, pytest.mark.root, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,8 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    path = tmp_path / "conf"
-    path.write_text(f"IMAGE_DIR={tmp_path}/images\nLOG_DIR={tmp_path}/log\n"
-                    f"STATE_DIR={tmp_path}/state\nMOUNT_DIR={tmp_path}/mnt\n")
-    return config.load(path, environ={})
+def cfg(testenv):
+    return testenv.load()
 
 
 def a_state(cfg, name="web1", **changes):
@@ -36,9 +33,9 @@ def a_state(cfg, name="web1", **changes):
     return state
 
 
-def test_mount_dir_setting_and_mountpoint(cfg, tmp_path):
+def test_mount_dir_setting_and_mountpoint(cfg, testenv):
     assert config.BY_KEY["MOUNT_DIR"].default() == Path("/mnt/hostcreator")
-    assert vmmount.mountpoint(cfg, "web1") == tmp_path / "mnt" / "web1"
+    assert vmmount.mountpoint(cfg, "web1") == testenv.mount_dir / "web1"
 
 
 def test_state_round_trip_is_plain_json(cfg):
@@ -103,14 +100,14 @@ def test_disk_sources_of_a_domain_xml():
     assert inuse.disk_sources(None, xml) == ["/img/a.img", "/dev/vg0/b-disk01"]
 
 
-def test_create_debian_refuses_a_mounted_vm_before_touching_anything(cfg, tmp_path):
+def test_create_debian_refuses_a_mounted_vm_before_touching_anything(cfg):
     mountstate.save(cfg.state_dir, a_state(cfg))
     result = run_cli("create-debian", "web1", "--config", str(cfg.source))
     assert result.returncode == 3, result.stderr
     assert (f"create-debian: error: web1 is mounted at {cfg.mount_dir / 'web1'} (mount-vm)"
             in result.stderr)
     assert "create-debian: hint: umount-vm web1 first" in result.stderr
-    assert not cfg.image_dir.exists() and not (tmp_path / "log").exists()
+    assert not cfg.image_dir.exists() and not cfg.log_dir.exists()
 
 
 @pytest.mark.parametrize("argv", [["mount-vm", "--list"], ["hostcreator", "status"]])

@@ -17,18 +17,10 @@ from hostcreator.vm import mount as vmmount
 
 @command("config", reports=True)
 def show_config(common: Common) -> None:
-    """Print the effective configuration as KEY=VALUE lines."""
+    """Print the effective configuration as shell-quoted KEY=VALUE lines, each with its
+    origin (read back as a configuration file, they give the same configuration)."""
     cfg = common.config()
-
-    def human() -> None:
-        typer.echo(f"# from {cfg.source or 'built-in defaults'}")
-        for setting in config.SETTINGS:
-            value = getattr(cfg, setting.field)
-            if isinstance(value, tuple):
-                value = " ".join(value)
-            typer.echo(f"{setting.key}={'' if value is None else value}")
-
-    common.emit({s.key: getattr(cfg, s.field) for s in config.SETTINGS}, human)
+    common.emit(config.as_json(cfg), lambda: typer.echo("\n".join(config.as_lines(cfg))))
 
 
 @command("status", reports=True)

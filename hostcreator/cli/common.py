@@ -53,10 +53,9 @@ class Common:
     def config(self, **options: Any) -> config.Config:
         """The configuration: the file, the environment, --set and OPTIONS (KEY=value;
         None where the option was not given)."""
-        overrides = config.parse_assignments(self.sets)
-        for key, value in options.items():
-            if value is not None:
-                overrides[key] = str(value)
+        overrides = config.set_options(self.sets)
+        overrides += [config.option(key, value) for key, value in options.items()
+                      if value is not None]
         return config.load(self.config_path, overrides)
 
     def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
