@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hostcreator import inputs
 from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
 
@@ -106,12 +107,22 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
     def parse(value: str) -> str | None:
         if not value:
             return None
-        split = urlsplit(value)
+        shown = mask_credentials(value)
+        try:
+            split = urlsplit(value)
+            split.port  # noqa: B018  a port that is no number raises here, not in the build
+        except ValueError as exc:
+            raise ValueError(f"{shown!r} is not a URL: {exc}") from None
         if split.scheme not in schemes or (split.scheme.startswith("http") and not split.netloc):
-            raise ValueError(f"{value!r} is not a URL ({' '.join(s + ':' for s in schemes)})")
+            raise ValueError(f"{shown!r} is not a URL ({' '.join(s + ':' for s in schemes)})")
         return value
 
     return parse
+
+
+def mask_credentials(value: str) -> str:
+    """A URL's password hidden: http://user:password@proxy:3128 -> http://user:***@proxy:3128."""
+    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", value)
 
 
 ZONEINFO = Path("/usr/share/zoneinfo")
@@ -459,6 +470,9 @@ def parse_shell_assignments(text: str, origin: str) -> list[Override]:
     # at \x0b, \x1c, \u2028, ...).
     for number, line in enumerate(text.split("\n"), 1):
         where = Origin(OriginKind.FILE, origin, number)
+        if len(line) > LINE_LIMIT:
+            raise InvalidInput(f"{where}: a line of {len(line)} characters, more than "
+                               f"{LINE_LIMIT}")
         try:
             words = shlex.split(line, comments=True)
         except ValueError as exc:
@@ -493,7 +507,7 @@ def config_file(explicit: Path | None) -> Path | None:
 
 def _config_file(explicit: Path | None) -> Path | None:
     if explicit is not None:
-        if not explicit.exists() or explicit.is_dir():
+        if not explicit.exists():
             raise InvalidInput(f"config file not found: {explicit}")
         return explicit
     if env := os.environ.get(ENV_FILE):
@@ -507,19 +521,15 @@ def _config_file(explicit: Path | None) -> Path | None:
     return None
 
 
+# What a configuration file and a value may hold: far more than any needs, little
+# enough to be refused at once (a line is parsed by shlex, character by character).
+FILE_LIMIT = 1024 * 1024
+LINE_LIMIT = 16 * 1024
+
+
 def read_file(source: Path) -> list[Override]:
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read config file {source}: {exc.strerror}") from None
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InvalidInput(f"{source}:{line}: not UTF-8 (byte {exc.start}: "
-                           f"{data[exc.start]:#04x})",
-                           hint="write the file in UTF-8") from None
-    return parse_shell_assignments(text, str(source))
+    return parse_shell_assignments(inputs.read_text(source, "config file", FILE_LIMIT),
+                                   str(source))
 
 
 def from_environment(environ: Mapping[str, str]) -> list[Override]:
@@ -554,6 +564,9 @@ def _apply(values: dict[str, Any], origins: dict[str, Origin], item: Override) -
         logger.warning("warning: %s", msg)
         return
     where = f"{item.origin}: {item.key}"
+    if len(item.value) > LINE_LIMIT:
+        raise InvalidInput(f"{where}: a value of {len(item.value)} characters, more than "
+                           f"{LINE_LIMIT}")
     if bad := FORBIDDEN.search(item.value):
         raise InvalidInput(f"{where}: the value holds the control character "
                            f"{printable(bad.group())}", hint="a value is one line of text")

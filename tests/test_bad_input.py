@@ -39,7 +39,8 @@ def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
         id: str) -> pytest.ParameterSet:
     """ARGS of the command CMD, with CONF lines added to the configuration and SETUP
     made beforehand, fail with MESSAGE (and HINT) and exit code CODE; {tmp}, {conf} and
-    {line} stand for the test's directory, the configuration file and CONF's line in it."""
+    {line} stand for the test's directory, the configuration file and CONF's line in it
+    ({next} for the line after it)."""
     return pytest.param(cmd, args, code, message, hint, conf, setup, id=id)
 
 
@@ -88,6 +89,44 @@ ROWS = [
         "SSH_AUTHORIZED_KEYS: cannot read {tmp}/none", id="keys-file"),
     row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/empty"],
         "SSH_AUTHORIZED_KEYS: {tmp}/empty holds no key", setup="empty", id="keys-empty"),
+    # --- input files: what they are, bounded, decoded (issue 14) ---
+    row(CREATE_DEBIAN, ["web1", "--config", "{tmp}/fifo"],
+        "config file: {tmp}/fifo is a FIFO, not a file", setup="fifo", id="config-fifo"),
+    row(CREATE_DEBIAN, ["web1", "--config", "/dev/zero"],
+        "config file: /dev/zero is a device, not a file", id="config-device"),
+    row(CREATE_DEBIAN, ["web1", "--config", "{tmp}/big"],
+        "config file: {tmp}/big has 2097152 bytes, more than the 1024 KiB", setup="big",
+        id="config-big"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: a line of 20008 characters, more than 16384",
+        conf="NETWORK=" + "x" * 20000, id="config-long-line"),
+    row(CREATE_DEBIAN, ["web1"], "config file: {conf}:{next}: not UTF-8 (byte",
+        hint="write the file in UTF-8", setup="latin1-conf", id="config-latin1"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{next}: IMAGE_DIR: the value holds the control "
+        "character \\x00", setup="nul-conf", id="config-nul"),
+    row(CREATE_DEBIAN, ["web1", "--mirror", "http://h:80a/debian"],
+        "--mirror: MIRROR: 'http://h:80a/debian' is not a URL: Port could not be cast",
+        id="mirror-port"),
+    row(CREATE_DEBIAN, ["web1", "--set", "APT_PROXY=http://me:s3cret@proxy:99999"],
+        "--set: APT_PROXY: 'http://me:***@proxy:99999' is not a URL: Port out of range",
+        id="proxy-port-masked"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}/fifo"],
+        "ROOT_PASSWORD_FILE: {tmp}/fifo is a FIFO, not a file", setup="fifo",
+        id="password-fifo"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}/binary"],
+        "ROOT_PASSWORD_FILE: {tmp}/binary holds control characters", setup="binary",
+        id="password-binary"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}/latin1"],
+        "ROOT_PASSWORD_FILE: {tmp}/latin1:1: not UTF-8 (byte 2: 0xfc)", setup="latin1",
+        id="password-latin1"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/fifo"],
+        "SSH_AUTHORIZED_KEYS: {tmp}/fifo is a FIFO, not a file", setup="fifo", id="keys-fifo"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/key"],
+        "SSH_AUTHORIZED_KEYS: {tmp}/key holds a private key",
+        hint="give the public key: the .pub file, or `ssh-keygen -y -f KEY` prints it",
+        setup="private-key", id="keys-private"),
+    row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/binary"],
+        "SSH_AUTHORIZED_KEYS: {tmp}/binary:1: not an SSH public key", setup="binary",
+        id="keys-garbage"),
     row(CREATE_DEBIAN, ["web1", "--storage", "lvm"], "--storage: STORAGE=lvm needs VG_NAME",
         id="lvm-no-vg"),
     row(CREATE_DEBIAN, ["web1", "--vg", "vg/../x"],
@@ -208,6 +247,21 @@ def make(setup: str | None, tmp: Path) -> None:
         (tmp / "hooks" / "postunpack.d").write_text("#!/bin/sh\n")
     elif setup == "empty":
         (tmp / "empty").write_text("")
+    elif setup == "fifo":
+        os.mkfifo(tmp / "fifo")
+    elif setup == "big":
+        with open(tmp / "big", "wb") as f:
+            f.truncate(2 << 20)
+    elif setup in ("latin1-conf", "nul-conf"):
+        with open(tmp / "hostcreator.conf", "ab") as f:
+            f.write(b"# Gr\xfc\xdfe\n" if setup == "latin1-conf" else b"IMAGE_DIR=/x/im\0g\n")
+    elif setup == "binary":
+        (tmp / "binary").write_bytes(b"\x01\x02pw\x00\n")
+    elif setup == "latin1":
+        (tmp / "latin1").write_bytes("pw\u00fc\n".encode("latin-1"))
+    elif setup == "private-key":
+        (tmp / "key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n"
+                                 "-----END OPENSSH PRIVATE KEY-----\n")
     elif setup == "small-disk":
         disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
         disk.parent.mkdir()
@@ -246,9 +300,10 @@ def test_bad_input(testenv, cmd, args, code, message, hint, conf, setup):
     base_lines = len(testenv.settings(**UNREACHABLE))
 
     def fill(text: str) -> str:
-        # {line}: the configuration's line that the row added.
+        # {line}: the configuration's line that the row added, {next}: the one after it
+        # (what SETUP appends).
         return (text.replace("{tmp}", str(tmp)).replace("{conf}", str(config))
-                .replace("{line}", str(base_lines + 1)))
+                .replace("{line}", str(base_lines + 1)).replace("{next}", str(base_lines + 2)))
 
     testenv.write(**{k: fill(v) for k, v in UNREACHABLE.items()})
     config.write_text(config.read_text() + fill(conf) + "\n")

@@ -184,7 +184,7 @@ def test_a_file_that_is_not_utf8_names_the_line_and_the_byte(tmp_path):
     path.write_bytes("SIZE=9\n# Gr\u00fc\u00dfe\n".encode("latin-1"))
     with pytest.raises(InvalidInput) as exc:
         config.load(path, environ={})
-    assert exc.value.message == f"{path}:2: not UTF-8 (byte 11: 0xfc)"
+    assert exc.value.message == f"config file: {path}:2: not UTF-8 (byte 11: 0xfc)"
 
 
 def test_a_path_that_cannot_be_looked_at_is_an_input_error():

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from hostcreator.config import SETTINGS, Config
+from hostcreator.config import SETTINGS, Config, mask_credentials
 from hostcreator.log import logger
 from hostcreator.state import statefile as jsonfile
 
@@ -48,11 +47,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _mask(value: str) -> str:
-    # http://user:password@proxy:3128 -> http://user:***@proxy:3128
-    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", value)
-
-
 def settings_of(config: Config) -> dict[str, str]:
     """The configuration as KEY=VALUE strings, as `hostcreator config` shows it."""
     values = {}
@@ -60,7 +54,7 @@ def settings_of(config: Config) -> dict[str, str]:
         value = getattr(config, setting.field)
         if isinstance(value, tuple):
             value = " ".join(value)
-        values[setting.key] = _mask("" if value is None else str(value))
+        values[setting.key] = mask_credentials("" if value is None else str(value))
     return values
 
 
