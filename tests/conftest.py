@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator import config
+from hostcreator import config, paths
 from hostcreator.disk import storage
 from hostcreator.host import mounts
 from hostcreator.state import lock
@@ -138,7 +138,7 @@ class TestEnv:
         return config.load(self.write(**extra), environ={})
 
     def image(self, name: str) -> Path:
-        return self.image_dir / f"{storage.disk_name(name)}.img"
+        return paths.image_file(self.image_dir, name)
 
     def install_hook(self, hook: str, text: str) -> Path:
         path = self.hook_dir / hook
@@ -158,10 +158,10 @@ class TestEnv:
                 found += [f"mount {m}" for m in mounts.mounts_below(top)]
         found += [f"mount {m} in the namespace of {pid}"
                   for pid, m in mounts_in_other_namespaces(self.base)]
-        locks = self.state_dir / "locks"
+        locks = paths.lock_dir(self.state_dir)
         if locks.is_dir():
             found += [f"lock {p.stem} held: {holder}" for p in locks.glob("*.lock")
-                      if (holder := lock.held_by(self.state_dir, p.stem))]
+                      if (holder := lock.held_by(p))]
         return found
 
     def cleanup(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from hostcreator import paths
 from hostcreator import run as run_module
 from hostcreator.disk import storage
 from hostcreator.errors import InvalidInput
@@ -263,7 +264,7 @@ def make(setup: str | None, tmp: Path) -> None:
         (tmp / "key").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n"
                                  "-----END OPENSSH PRIVATE KEY-----\n")
     elif setup == "small-disk":
-        disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
+        disk = paths.image_file(tmp / "images", "web1")
         disk.parent.mkdir()
         with open(disk, "wb") as f:
             f.truncate(1 << 30)

@@ -27,6 +27,7 @@ from conftest import (
 )
 from guest import boot_and_report, check_report
 
+from hostcreator import paths
 from hostcreator.domain import qemu
 from hostcreator.host import mounts
 from hostcreator.state import journal, lock
@@ -77,7 +78,7 @@ class Chain:
         record = self.journal()
         leaks = self.env.leaks()
         assert leaks == [], leaks
-        assert lock.held_by(self.env.state_dir, self.name) is None
+        assert lock.held_by(paths.lock_file(self.env.state_dir, self.name)) is None
         if record.get("namespace"):
             assert mounts.processes_in_namespace(record["namespace"]) == []
         if "disk" in record["done"]:

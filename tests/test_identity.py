@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from hostcreator import paths
 from hostcreator.build import bootloader, identity
 from hostcreator.disk import fstab
 from hostcreator.disk.partition import FileSystems
@@ -14,14 +15,14 @@ FS = FileSystems(root_uuid="11111111-2222-3333-4444-555555555555",
 
 @pytest.mark.parametrize("name", ["web1", "a", "db-01", "x" * 63, "0"])
 def test_valid_names(name):
-    identity.validate_name(name)
+    paths.validate_name(name)
 
 
 @pytest.mark.parametrize("name", ["", "-a", "a-", "Web1", "a_b", "a.b", "x" * 64, "a b",
                                   "../etc"])
 def test_invalid_names(name):
     with pytest.raises(InvalidInput, match="not a valid host name"):
-        identity.validate_name(name)
+        paths.validate_name(name)
 
 
 def test_hostname_hosts_and_aliases(tmp_path):

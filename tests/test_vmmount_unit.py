@@ -11,6 +11,7 @@ from conftest import run_cli
 from hostcreator import config
 from hostcreator.errors import DiskInUse
 from hostcreator.host import inuse
+from hostcreator.paths import VmPaths
 from hostcreator.state import mountstate
 from hostcreator.state.mountstate import MountState
 from hostcreator.vm import mount as vmmount
@@ -35,7 +36,7 @@ def a_state(cfg, name="web1", **changes):
 
 def test_mount_dir_setting_and_mountpoint(cfg, testenv):
     assert config.BY_KEY["MOUNT_DIR"].default() == Path("/mnt/hostcreator")
-    assert vmmount.mountpoint(cfg, "web1") == testenv.mount_dir / "web1"
+    assert VmPaths.of(cfg, "web1").mountpoint == testenv.mount_dir / "web1"
 
 
 def test_state_round_trip_is_plain_json(cfg):

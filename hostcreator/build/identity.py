@@ -8,26 +8,14 @@ from the same files (or the same cache) never share them.
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 
-from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
 
-LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 ROOT_ALIASES = (
     "alias ll='ls -l'",
     "alias tm='tail -f -n 100 /var/log/syslog'",
 )
-
-
-def validate_name(name: str) -> None:
-    """NAME must be an RFC 1123 host label: it becomes the hostname and the disk's name."""
-    if not LABEL.fullmatch(name):
-        raise InvalidInput(
-            f"{name!r} is not a valid host name",
-            hint="use 1-63 lower-case letters, digits and '-', not starting or ending with '-'",
-        )
 
 
 def set_hostname(root: Path, name: str) -> None:

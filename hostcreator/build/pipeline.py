@@ -38,6 +38,7 @@ from hostcreator.errors import Interrupted, InvalidInput, UnfinishedBuild
 from hostcreator.state.journal import Journal, Status
 from hostcreator.state.lock import vm_lock
 from hostcreator.log import Progress, log_file, logger
+from hostcreator.paths import VmPaths, validate_name
 from hostcreator.host.mounts import mount, private_namespace, syncfs
 from hostcreator.run import require_commands
 
@@ -76,12 +77,16 @@ class Build:
     rootfs: cache.Outcome = field(init=False)
 
     @property
+    def paths(self) -> VmPaths:
+        return VmPaths.of(self.config, self.name)
+
+    @property
     def root(self) -> Path:
-        return recover.build_root(self.config, self.name)
+        return self.paths.build_root
 
     @property
     def log_path(self) -> Path:
-        return self.config.log_dir / f"{self.name}.log"
+        return self.paths.log
 
     @property
     def program(self) -> str:
@@ -105,8 +110,8 @@ def suite_for(config: Config, distribution: Distribution, name: str, given: str 
 
 def validate(build: Build) -> None:
     """Every check of the input, the archive's answer included; nothing is touched."""
-    identity.validate_name(build.name)
     config = build.config
+    validate_name(build.name)
     build.plan = bootstrap.plan(config, build.distribution, build.suite)
     if config.size * partition.GIB < partition.minimum_disk_size():
         raise InvalidInput(
@@ -140,7 +145,7 @@ def check_previous(build: Build, previous: Journal | None) -> Journal | None:
     resume = f"{build.program} {build.name} --resume"
     if previous is None or previous.finished:
         if build.mode is Mode.RESUME:
-            where = journal.path_of(build.config.journal_dir, build.name)
+            where = build.paths.journal
             what = (f"its build finished at {previous.updated}" if previous
                     else f"it has no build journal ({where})")
             raise InvalidInput(f"nothing to resume for {build.name}: {what}")
@@ -431,7 +436,7 @@ def create(build: Build) -> Progress:
     """Run the whole recipe for BUILD (or what an earlier run left of it); returns the timings."""
     validate(build)
     config = build.config
-    with vm_lock(config.state_dir, build.name, build.program):
+    with vm_lock(build.paths, build.program):
         previous = journal.load(config.journal_dir, build.name)
         taken_up = check_previous(build, previous)
         build.own_disk = taken_up is not None
@@ -446,7 +451,7 @@ def create(build: Build) -> Progress:
             start_journal(build, taken_up)
             logger.info("building %s (%s %s) on %s; log: %s; journal: %s", build.name,
                         build.distribution.name, build.suite, build.disk.describe(),
-                        build.log_path, journal.path_of(config.journal_dir, build.name))
+                        build.log_path, build.paths.journal)
             try:
                 run_steps(build, progress)
             except Interrupted as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator.build import identity
 from hostcreator.disk import storage
 from hostcreator.host import loopdev, mounts
 from hostcreator.state import journal, lock, mountstate
@@ -28,6 +27,7 @@ from hostcreator.errors import DiskInUse
 from hostcreator.state.journal import Journal, Status
 from hostcreator.state.lock import vm_lock
 from hostcreator.log import log_file, logger
+from hostcreator.paths import VmPaths
 
 
 @dataclass
@@ -54,18 +54,13 @@ class Cleared:
         return "; ".join(parts) or "nothing was left"
 
 
-def build_root(config: Config, name: str) -> Path:
-    """Where create-* mounts NAME's root file system while it builds."""
-    return config.state_dir / "build" / name
-
-
 def stop_leftovers(config: Config, name: str, record: Journal | None) -> Cleared:
     """Stop what a killed build of NAME still runs and unmount what it mounted."""
     cleared = Cleared()
     if record is not None and _namespace_still_the_builds(record):
         assert record.namespace is not None
         cleared.stopped = mounts.stop_namespace(record.namespace)
-    for root in {build_root(config, name), *([record.root] if record and record.root else [])}:
+    for root in {VmPaths.of(config, name).build_root, *([record.root] if record and record.root else [])}:
         leftovers = mounts.mounts_below(root)
         if leftovers:
             mounts.unmount_tree(root)
@@ -112,9 +107,8 @@ def clear_build(config: Config, name: str, disk: Path) -> Cleared:
 
 def cleanup(config: Config, name: str) -> tuple[Cleared, Journal | None]:
     """`hostcreator cleanup NAME`: undo what a killed build of NAME left; its journal after."""
-    identity.validate_name(name)
-    with vm_lock(config.state_dir, name, "cleanup"), \
-            log_file(config.log_dir / f"{name}.log"):
+    vm = VmPaths.of(config, name)
+    with vm_lock(vm, "cleanup"), log_file(vm.log):
         record = journal.load(config.journal_dir, name)
         disk = record.disk if record else storage.for_vm(config, name).path
         cleared = clear_build(config, name, disk)
@@ -123,7 +117,7 @@ def cleanup(config: Config, name: str) -> tuple[Cleared, Journal | None]:
 
 def describe(config: Config, name: str, record: Journal) -> str:
     """How NAME's build stands, the lock telling a running build from a killed one."""
-    holder = lock.held_by(config.state_dir, name)
+    holder = lock.held_by(VmPaths.of(config, name).lock)
     if record.status is Status.RUNNING and holder:
         return f"is running ({holder}), in stage {record.stage}"
     return record.describe()

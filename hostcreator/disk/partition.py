@@ -7,7 +7,6 @@ The layout is pure arithmetic (layout()), written with pyparted
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import stat
@@ -19,6 +18,7 @@ from pathlib import Path
 import parted
 
 from hostcreator.errors import HostCreatorError, InvalidInput
+from hostcreator.host.libc import libc
 from hostcreator.run import run
 
 MIB = 1024**2
@@ -78,10 +78,6 @@ def layout(disk_size: int) -> Layout:
     return Layout(bios, swap, root)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
 def _zero(fd: int, offset: int, length: int) -> None:
     """Zero a byte range without writing where the kernel can do it for us.
 
@@ -90,7 +86,7 @@ def _zero(fd: int, offset: int, length: int) -> None:
     """
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode):
-        if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) == 0:
             return
     elif stat.S_ISBLK(mode):
         try:

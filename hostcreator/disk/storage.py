@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Protocol
 
 from hostcreator.config import Config, StorageKind
+from hostcreator.disk.partition import GIB
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.host import inuse, mounts
 from hostcreator.log import logger
+from hostcreator.paths import VmPaths, disk_name, lv_path
 from hostcreator.run import run
-
-GIB = 1024**3
-
-
-def disk_name(name: str) -> str:
-    return f"{name}-disk01"
 
 
 class Storage(Protocol):
@@ -98,7 +94,8 @@ def parse_lvs(output: str) -> list[LogicalVolume]:
         if len(fields) != 4:
             raise HostCreatorError(f"cannot parse lvs output line: {line!r}")
         name, vg, size, path = fields
-        volumes.append(LogicalVolume(name, vg, int(size), Path(path or f"/dev/{vg}/{name}")))
+        volumes.append(LogicalVolume(name, vg, int(size),
+                                     Path(path) if path else lv_path(vg, name)))
     return volumes
 
 
@@ -115,7 +112,7 @@ class LvmStorage:
 
     @property
     def path(self) -> Path:
-        return Path("/dev") / self.vg / self.lv
+        return lv_path(self.vg, self.lv)
 
     def describe(self) -> str:
         return f"logical volume {self.vg}/{self.lv}"
@@ -147,10 +144,11 @@ class LvmStorage:
 
 
 def for_vm(config: Config, name: str) -> Storage:
+    vm = VmPaths.of(config, name)
     if config.storage_kind is StorageKind.LVM:
         assert config.vg_name is not None
         return LvmStorage(config.vg_name, disk_name(name))
-    return FileStorage(config.image_dir / f"{disk_name(name)}.img")
+    return FileStorage(vm.image)
 
 
 def signatures(path: Path) -> list[str]:

@@ -24,6 +24,7 @@ from hostcreator import __version__
 from hostcreator.config import Config, Graphics, NetworkType, VirtType
 from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
+from hostcreator.paths import VmPaths
 from hostcreator.run import missing_commands, run
 
 KVM_DEVICE = Path("/dev/kvm")
@@ -145,14 +146,10 @@ def spec_for(config: Config, name: str, disk: Path, *, disk_is_block: bool,
         disk=disk,
         disk_is_block=disk_is_block,
         nic=Nic(config.network_type, source, random_mac()),
-        console_log=console_log(config, name),
+        console_log=VmPaths.of(config, name).serial_log,
         graphics=config.graphics,
         live_iso=config.live_iso,
     )
-
-
-def console_log(config: Config, name: str) -> Path:
-    return config.log_dir / f"{name}.serial.log"
 
 
 def render(spec: DomainSpec, *, live: bool = False) -> str:

@@ -6,7 +6,6 @@ Teardown functions log and go on: they never raise over the real error.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from hostcreator.errors import DiskInUse, HostCreatorError
+from hostcreator.host.libc import last_error, libc
 from hostcreator.log import logger
 from hostcreator.run import run
 
@@ -194,9 +194,6 @@ def unmount_tree(path: Path, *, stop_processes: bool = True) -> None:
                 run(["umount", "--lazy", point])
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 CLONE_NEWNS = 0x00020000
 
 
@@ -214,9 +211,8 @@ def private_namespace() -> str:
     unmounts them all. The host's mounts still reach it (a slave of the host).
     Returns the identity of the new namespace.
     """
-    if _libc.unshare(CLONE_NEWNS) != 0:
-        err = ctypes.get_errno()
-        raise HostCreatorError(f"cannot make a private mount namespace: {os.strerror(err)}")
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise HostCreatorError(f"cannot make a private mount namespace: {last_error()}")
     run(["mount", "--make-rslave", "/"])
     return current_namespace()
 
@@ -248,9 +244,8 @@ def syncfs(path: Path) -> None:
     """Write the file system holding PATH to its device (only that one, unlike sync)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise HostCreatorError(f"syncfs {path} failed: {os.strerror(err)}")
+        if libc.syncfs(fd) != 0:
+            raise HostCreatorError(f"syncfs {path} failed: {last_error()}")
     finally:
         os.close(fd)
 

@@ -18,8 +18,6 @@ configuration gives, with any password in a URL masked.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -27,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hostcreator.config import SETTINGS, Config, mask_credentials
-from hostcreator.log import logger
-from hostcreator.state import statefile as jsonfile
+from hostcreator.state.statefile import StateFiles
 
 VERSION = 1
 # The stages of the recipe, in order (pipeline.STEPS runs them).
@@ -155,29 +152,24 @@ class Journal:
         return cls(**fields)
 
 
+def files(journal_dir: Path) -> StateFiles[Journal]:
+    return StateFiles(journal_dir, "build journal", Journal.from_json)
+
+
 def path_of(journal_dir: Path, name: str) -> Path:
-    return journal_dir / f"{name}.json"
+    return files(journal_dir).path(name)
 
 
 def save(journal_dir: Path, journal: Journal) -> None:
     """Replace the journal atomically and durably: a crash leaves the old or the new one."""
     journal.updated = now()
-    jsonfile.write(path_of(journal_dir, journal.name), journal.to_json())
+    files(journal_dir).save(journal)
 
 
 def load(journal_dir: Path, name: str) -> Journal | None:
     """NAME's journal, or None when there is none (an unreadable one is warned about)."""
-    path = path_of(journal_dir, name)
-    try:
-        return Journal.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("warning: ignoring the unreadable build journal %s (%s)", path, exc)
-        return None
+    return files(journal_dir).load(name)
 
 
 def names(journal_dir: Path) -> list[str]:
-    with contextlib.suppress(FileNotFoundError):
-        return sorted(p.stem for p in journal_dir.glob("*.json"))
-    return []
+    return files(journal_dir).names()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hostcreator.errors import HostCreatorError
+from hostcreator.paths import VmPaths
 
 
 class Busy(HostCreatorError):
@@ -21,16 +22,14 @@ class Busy(HostCreatorError):
 
 
 @contextlib.contextmanager
-def vm_lock(state_dir: Path, name: str, purpose: str) -> Iterator[None]:
-    locks = state_dir / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    path = locks / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def vm_lock(vm: VmPaths, purpose: str) -> Iterator[None]:
+    vm.lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(vm.lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Busy(f"{name} is busy: {_holder(fd)}",
+            raise Busy(f"{vm.name} is busy: {_holder(fd)}",
                        hint="wait until it ends; other names can be worked on meanwhile") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{purpose} by PID {os.getpid()}\n".encode(), 0)
@@ -50,9 +49,8 @@ def _holder(fd: int) -> str:
     return "another hostcreator process"
 
 
-def held_by(state_dir: Path, name: str) -> str | None:
-    """Who holds NAME's lock now ('create-debian by PID 123'), or None when nobody does."""
-    path = state_dir / "locks" / f"{name}.lock"
+def held_by(path: Path) -> str | None:
+    """Who holds the lock PATH now ('create-debian by PID 123'), or None when nobody does."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

@@ -10,14 +10,12 @@ is written down either.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostcreator.log import logger
-from hostcreator.state import statefile as jsonfile
+from hostcreator.paths import mount_state_dir
+from hostcreator.state.statefile import StateFiles
 
 VERSION = 1
 
@@ -60,46 +58,32 @@ class MountState:
         )
 
 
-def directory(state_dir: Path) -> Path:
-    return state_dir / "mounts"
+def files(state_dir: Path) -> StateFiles[MountState]:
+    return StateFiles(mount_state_dir(state_dir), "state file", MountState.from_json)
 
 
 def path_of(state_dir: Path, name: str) -> Path:
-    return directory(state_dir) / f"{name}.json"
+    return files(state_dir).path(name)
 
 
 def exists(state_dir: Path, name: str) -> bool:
-    return path_of(state_dir, name).exists()
+    return files(state_dir).exists(name)
 
 
 def save(state_dir: Path, state: MountState) -> None:
     """Replace the state file atomically: a reader sees the old or the new, never half."""
-    jsonfile.write(path_of(state_dir, state.name), state.to_json())
-
-
-def _read(path: Path) -> MountState | None:
-    try:
-        return MountState.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("warning: ignoring the unreadable state file %s (%s)", path, exc)
-        return None
+    files(state_dir).save(state)
 
 
 def load(state_dir: Path, name: str) -> MountState | None:
     """The state of NAME, or None when there is none (or it cannot be read: warned about)."""
-    return _read(path_of(state_dir, name))
+    return files(state_dir).load(name)
 
 
 def remove(state_dir: Path, name: str) -> None:
-    path = path_of(state_dir, name)
-    path.unlink(missing_ok=True)
-    jsonfile.tmp_of(path).unlink(missing_ok=True)
+    files(state_dir).remove(name)
 
 
 def names(state_dir: Path) -> list[str]:
     """Every VM that has a state file, readable or not."""
-    with contextlib.suppress(FileNotFoundError):
-        return sorted(p.stem for p in directory(state_dir).glob("*.json"))
-    return []
+    return files(state_dir).names()

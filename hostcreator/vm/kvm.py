@@ -18,7 +18,7 @@ from pathlib import Path
 
 import libvirt
 
-from hostcreator.build import identity, recover
+from hostcreator.build import recover
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
 from hostcreator.disk import storage
 from hostcreator.domain import bootwait, virt
@@ -32,6 +32,7 @@ from hostcreator.errors import (
     UnfinishedBuild,
 )
 from hostcreator.log import Progress, log_file, logger
+from hostcreator.paths import VmPaths, validate_name
 from hostcreator.state import journal
 from hostcreator.state.lock import vm_lock
 from hostcreator.vm import mount as vmmount
@@ -95,7 +96,7 @@ def check_build_finished(config: Config, name: str) -> None:
 
 def check_locally(config: Config, name: str) -> storage.Storage:
     """Everything that can be checked without libvirt."""
-    identity.validate_name(name)
+    validate_name(name)
     check_live_iso(config)
     if not virt.is_remote(config.libvirt_uri):
         check_bridge(config)
@@ -225,9 +226,9 @@ def wait(dom: libvirt.virDomain, console: Path | None, since: int, timeout: floa
 def create(config: Config, name: str, *, wait_seconds: float | None = None) -> Started:
     """Define NAME's domain from the templates and start it; never touch an existing one."""
     disk = check_locally(config, name)
+    vm = VmPaths.of(config, name)
     progress = Progress(4 if wait_seconds is not None else 3)
-    with virt.connect(config.libvirt_uri) as conn, \
-            vm_lock(config.state_dir, name, "create-kvm"):
+    with virt.connect(config.libvirt_uri) as conn, vm_lock(vm, "create-kvm"):
         with progress.stage("checks"):
             check_libvirt(conn, config, name, disk.path)
             spec = make_spec(config, name, disk, conn)
@@ -235,7 +236,7 @@ def create(config: Config, name: str, *, wait_seconds: float | None = None) -> S
         local = not virt.is_remote(config.libvirt_uri)
         if local:
             spec.console_log.parent.mkdir(parents=True, exist_ok=True)
-        with log_file(config.log_dir / f"{name}.log"):
+        with log_file(vm.log):
             with progress.stage("define"):
                 dom = define(conn, name, persistent)
                 logger.info("    %s defined (%s, %d MiB, %d vCPUs, %s NIC%s)", name,
@@ -255,10 +256,9 @@ def create(config: Config, name: str, *, wait_seconds: float | None = None) -> S
 
 def start_existing(config: Config, name: str, *, wait_seconds: float | None = None) -> Started:
     """Start the existing, stopped domain NAME as it is defined (--start)."""
-    identity.validate_name(name)
+    vm = VmPaths.of(config, name)
     local = not virt.is_remote(config.libvirt_uri)
-    with virt.connect(config.libvirt_uri) as conn, \
-            vm_lock(config.state_dir, name, "create-kvm --start"):
+    with virt.connect(config.libvirt_uri) as conn, vm_lock(vm, "create-kvm --start"):
         dom = virt.lookup(conn, name)
         if dom is None:
             raise InvalidInput(f"there is no domain {name}",

@@ -25,12 +25,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator.build import identity, recover
+from hostcreator.build import recover
 from hostcreator.config import Config
 from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.host import inuse, loopdev, mounts
 from hostcreator.log import log_file, logger
+from hostcreator.paths import VmPaths
 from hostcreator.run import require_commands
 from hostcreator.state import journal, mountstate
 from hostcreator.state.lock import vm_lock
@@ -71,14 +72,6 @@ class Unmounted:
         return not (self.unmounted or self.detached or self.stale)
 
 
-def mountpoint(config: Config, name: str) -> Path:
-    return config.mount_dir / name
-
-
-def _log(config: Config, name: str) -> contextlib.AbstractContextManager[Path]:
-    return log_file(config.log_dir / f"{name}.log")
-
-
 # --- is it mounted? ------------------------------------------------------------------------
 
 def is_mounted(config: Config, name: str) -> Path | None:
@@ -86,9 +79,9 @@ def is_mounted(config: Config, name: str) -> Path | None:
     state = mountstate.load(config.state_dir, name)
     if state is not None:
         return state.mountpoint
-    if mountstate.exists(config.state_dir, name) or mounts.mounts_below(
-            mountpoint(config, name)):
-        return mountpoint(config, name)
+    point = VmPaths.of(config, name).mountpoint
+    if mountstate.exists(config.state_dir, name) or mounts.mounts_below(point):
+        return point
     return None
 
 
@@ -116,14 +109,14 @@ def _intact(state: MountState) -> bool:
 
 def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
     """Mount NAME's root file system for chroot work; see the module documentation."""
-    identity.validate_name(name)
+    vm = VmPaths.of(config, name)
     disk = storage.for_vm(config, name)
     disk.check()
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist")
     check_partitioned(disk.path, disk.describe())
     require_commands(HOST_COMMANDS)
-    with vm_lock(config.state_dir, name, "mount-vm"), _log(config, name):
+    with vm_lock(vm, "mount-vm"), log_file(vm.log):
         already = _already_mounted(config, name, read_only)
         if already is not None:
             return already
@@ -171,9 +164,10 @@ def _already_mounted(config: Config, name: str, read_only: bool) -> Mounted | No
 def _refuse_leftovers(config: Config, name: str, disk: Path) -> None:
     """A half-mounted VM is cleaned up by umount-vm, never mounted over."""
     found = []
-    if mountstate.exists(config.state_dir, name):
-        found.append(f"state file {mountstate.path_of(config.state_dir, name)}")
-    for top in (mountpoint(config, name), recover.build_root(config, name)):
+    vm = VmPaths.of(config, name)
+    if vm.mount_state.exists():
+        found.append(f"state file {vm.mount_state}")
+    for top in (vm.mountpoint, vm.build_root):
         found += [f"mount {p}" for p in mounts.mounts_below(top)]
     loops = storage.loop_devices_of(disk)
     found += [f"loop device {d}" for d in loops]
@@ -183,14 +177,14 @@ def _refuse_leftovers(config: Config, name: str, disk: Path) -> None:
                 else f"umount-vm {name} cleans that up")
         raise DiskInUse(f"{name} is half-mounted or its disk is still attached: "
                         f"{', '.join(found + elsewhere)}", hint=hint)
-    target = mountpoint(config, name)
+    target = vm.mountpoint
     if target.is_dir() and any(target.iterdir()):
         raise DiskInUse(f"{target} is not empty", hint="move its files away; mount-vm "
                         "would hide them")
 
 
 def _mount(config: Config, name: str, disk: Path, read_only: bool) -> Mounted:
-    state = MountState(name, disk, mountpoint(config, name), read_only, pid=os.getpid(),
+    state = MountState(name, disk, VmPaths.of(config, name).mountpoint, read_only, pid=os.getpid(),
                        since=time.strftime("%Y-%m-%d %H:%M:%S"))
     with ExitStack() as stack:
         # Undone last on failure: the record outlives everything it records.
@@ -256,18 +250,17 @@ def _unique(paths: Iterable[Path | None]) -> list[Path]:
 
 def umount_vm(config: Config, name: str) -> Unmounted:
     """Undo mount-vm, and clear what an interrupted mount-vm or create left for NAME."""
-    identity.validate_name(name)
+    vm = VmPaths.of(config, name)
     disk = storage.for_vm(config, name)
-    if not (disk.exists() or mountstate.exists(config.state_dir, name)
-            or mountpoint(config, name).exists()
-            or journal.path_of(config.journal_dir, name).exists()):
+    if not (disk.exists() or vm.mount_state.exists() or vm.mountpoint.exists()
+            or vm.journal.exists()):
         # A name nothing is known of: most likely a typo, and no lock or log is made for it.
         raise InvalidInput(f"{name} has no disk and nothing of it is mounted: "
                            f"{disk.describe()} does not exist")
-    with vm_lock(config.state_dir, name, "umount-vm"), _log(config, name):
+    with vm_lock(vm, "umount-vm"), log_file(vm.log):
         state = mountstate.load(config.state_dir, name)
         done = Unmounted(name)
-        points = _unique([state.mountpoint if state else None, mountpoint(config, name)])
+        points = _unique([state.mountpoint if state else None, vm.mountpoint])
         disks = _unique([state.disk if state else None, storage.for_vm(config, name).path])
         for top in points:
             done.unmounted += _unmount_maintenance(config, state, top)
@@ -276,9 +269,9 @@ def umount_vm(config: Config, name: str) -> Unmounted:
         done.unmounted += recover.stop_leftovers(
             config, name, journal.load(config.journal_dir, name)).unmounted
         done.detached += _detach_all(state, disks, done)
-        if mountstate.exists(config.state_dir, name):
+        if vm.mount_state.exists():
             if not (done.unmounted or done.detached):
-                done.stale.append(f"state file {mountstate.path_of(config.state_dir, name)}")
+                done.stale.append(f"state file {vm.mount_state}")
             mountstate.remove(config.state_dir, name)
         for top in points:
             _remove_dir(top)
@@ -360,7 +353,8 @@ def list_mounted(config: Config) -> list[Listing]:
     for name in mountstate.names(config.state_dir):
         state = mountstate.load(config.state_dir, name)
         if state is None:
-            found.append(Listing(name, mountpoint(config, name), "unreadable state", "-", "-"))
+            point = VmPaths.of(config, name).mountpoint
+            found.append(Listing(name, point, "unreadable state", "-", "-"))
             continue
         mode = "read-only" if state.read_only else "read-write"
         if not _intact(state):
