@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hostcreator.domain import console
+from hostcreator.errors import HostCreatorError
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +79,55 @@ def test_no_panic_in_a_good_boot_or_before_the_panic_line_is_complete():
     assert console.panic(b"[ 1.0] Run /init as init process\r\nvm1 login: ") is None
     # An oops the kernel survives is no panic: the guest may still come up.
     assert console.panic(PANICKED.split(b"[    2.989462]")[0]) is None
+
+
+class Stub(console.Guest):
+    """The loop alone: what a real guest would say is given here (the real ones boot in
+    test_domain_libvirt.py and the e2e tests)."""
+
+    who = "vm1"
+
+    def __init__(self, gone: bool = False, sign: str | None = None) -> None:
+        self.gone = gone
+        self.sign = sign
+
+    def other_sign(self):
+        return self.sign
+
+    def stopped(self, text):
+        return HostCreatorError("vm1 stopped") if self.gone else None
+
+    def panic_hint(self):
+        return "panic hint"
+
+    def timeout_hint(self):
+        return "timeout hint"
+
+
+def test_watch_returns_at_the_login_prompt_after_the_offset(tmp_path):
+    log = tmp_path / "vm.serial.log"
+    log.write_bytes(b"old\r\nvm1 login: ")
+    with pytest.raises(HostCreatorError, match=r"vm1 was not up after 0 s; last console "
+                                               r"lines: none"):
+        console.watch(Stub(), log, since=log.stat().st_size, timeout=0.05, poll=0.01)
+    with open(log, "ab") as f:
+        f.write(b"\r\nnew boot\r\nvm1 login: ")
+    seen = console.watch(Stub(), log, since=len(b"old\r\nvm1 login: "), timeout=0, poll=0.01)
+    assert seen.how == "its login prompt is on the serial console"
+    assert seen.console == b"\r\nnew boot\r\nvm1 login: "
+
+
+def test_watch_stops_at_a_panic_a_stop_or_another_sign(tmp_path):
+    log = tmp_path / "vm.serial.log"
+    log.write_bytes(PANICKED)
+    with pytest.raises(HostCreatorError, match="vm1 will not come up: its kernel panic: Fatal "
+                       "exception in interrupt") as panicked:
+        console.watch(Stub(gone=True), log, timeout=10, poll=0.01)
+    assert panicked.value.hint == "panic hint"
+    log.write_bytes(b"booting\r\n")
+    with pytest.raises(HostCreatorError, match="vm1 stopped"):
+        console.watch(Stub(gone=True), log, timeout=10, poll=0.01)
+    assert console.watch(Stub(sign="agent"), log, timeout=10, poll=0.01).how == "agent"
+    with pytest.raises(HostCreatorError, match=r"last console lines: booting$") as late:
+        console.watch(Stub(), log, timeout=0.05, poll=0.01)
+    assert late.value.hint == "timeout hint"

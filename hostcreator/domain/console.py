@@ -2,13 +2,19 @@
 
 Both ways of booting a guest read the console from a log file: boot-test's
 plain QEMU writes it itself, a libvirt domain's is written by virtlogd and
-appended to at every start.
+appended to at every start. Both wait the same way (`watch`); each says how
+its guest can stop and how to reach a hung one (a `Guest`).
 """
 
 from __future__ import annotations
 
 import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+
+from hostcreator.errors import HostCreatorError
 
 # getty's prompt at the start of a line; the kernel (or a unit) may write after it.
 LOGIN_PROMPT = re.compile(rb"^\r?[A-Za-z0-9][A-Za-z0-9.-]* login: ", re.MULTILINE)
@@ -65,3 +71,65 @@ def panic(console: bytes) -> str | None:
         rip = RIP.search(console, oops.end(), found.start())
         what += f" in {rip[1].decode('utf-8', 'replace')})" if rip else ")"
     return what
+
+
+@dataclass
+class Seen:
+    """The guest is up: the console so far, after how long, and by which sign."""
+
+    console: bytes
+    seconds: float
+    how: str
+
+
+class Guest(ABC):
+    """A booting guest as `watch` needs it; each way of booting says the rest."""
+
+    who = "the guest"
+    timeout_detail = ""
+
+    def other_sign(self) -> str | None:
+        """Another sign that the guest is up than its console (the guest agent)."""
+        return None
+
+    @abstractmethod
+    def stopped(self, console: bytes) -> HostCreatorError | None:
+        """The error to raise when the guest stopped before it was up, else None."""
+
+    @abstractmethod
+    def panic_hint(self) -> str: ...
+
+    @abstractmethod
+    def timeout_hint(self) -> str: ...
+
+
+def watch(guest: Guest, log: Path | None, *, timeout: float, poll: float, since: int = 0,
+          until: re.Pattern[bytes] = LOGIN_PROMPT) -> Seen:
+    """Wait until the console LOG shows UNTIL (after offset SINCE), or GUEST is up otherwise.
+
+    A kernel panic ends the waiting at once, and so does the guest stopping;
+    after TIMEOUT seconds the last console lines are told.
+    """
+    start = time.monotonic()
+    while True:
+        console = read_since(log, since)
+        elapsed = time.monotonic() - start
+        if until.search(console):
+            return Seen(console, elapsed, "its login prompt is on the serial console")
+        why = panic(console)
+        if why is not None:
+            raise HostCreatorError(f"{guest.who} will not come up: its {why}",
+                                   hint=guest.panic_hint())
+        sign = guest.other_sign()
+        if sign is not None:
+            return Seen(console, elapsed, sign)
+        error = guest.stopped(console)
+        if error is not None:
+            raise error
+        if elapsed > timeout:
+            raise HostCreatorError(
+                f"{guest.who} was not up after {timeout:.0f} s{guest.timeout_detail}; "
+                "last console lines: " + (" | ".join(last_lines(console)) or "none"),
+                hint=guest.timeout_hint(),
+            )
+        time.sleep(poll)

@@ -8,11 +8,11 @@ so the disk stays as it was built.
 from __future__ import annotations
 
 import re
-import time
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostcreator.domain.console import LOGIN_PROMPT, last_lines, panic
+from hostcreator.domain.console import LOGIN_PROMPT, Guest, watch
 from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
 from hostcreator.run import spawn, stop
@@ -50,6 +50,27 @@ def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int 
     return argv
 
 
+class Process(Guest):
+    """A QEMU process of our own: it is stopped whatever the outcome."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], console_log: Path) -> None:
+        self.proc = proc
+        self.console_log = console_log
+
+    def stopped(self, console: bytes) -> HostCreatorError | None:
+        if self.proc.poll() is None:
+            return None
+        return HostCreatorError(
+            f"QEMU stopped (exit code {self.proc.returncode}) before the guest was up",
+            hint=f"see {self.console_log} and {self.console_log.with_suffix('.qemu.log')}",
+        )
+
+    def panic_hint(self) -> str:
+        return f"the whole console is in {self.console_log}"
+
+    timeout_hint = panic_hint
+
+
 def boot(disk: Path, console_log: Path, *, until: re.Pattern[bytes] = LOGIN_PROMPT,
          timeout: float = 600, accel: str = "tcg", snapshot: bool = True) -> Boot:
     """Boot DISK until its serial console shows UNTIL; the console text is returned."""
@@ -57,29 +78,10 @@ def boot(disk: Path, console_log: Path, *, until: re.Pattern[bytes] = LOGIN_PROM
     console_log.write_bytes(b"")
     proc = spawn(qemu_argv(disk, console_log, accel=accel, snapshot=snapshot),
                  output=console_log.with_suffix(".qemu.log"))
-    start = time.monotonic()
     try:
-        while True:
-            data = console_log.read_bytes()
-            if until.search(data):
-                elapsed = time.monotonic() - start
-                logger.info("    the guest is up after %.0f s", elapsed)
-                return Boot(data.decode("utf-8", "replace"), elapsed)
-            why = panic(data)
-            if why is not None:
-                raise HostCreatorError(f"the guest will not come up: its {why}",
-                                       hint=f"the whole console is in {console_log}")
-            if proc.poll() is not None:
-                raise HostCreatorError(
-                    f"QEMU stopped (exit code {proc.returncode}) before the guest was up",
-                    hint=f"see {console_log} and {console_log.with_suffix('.qemu.log')}",
-                )
-            if time.monotonic() - start > timeout:
-                raise HostCreatorError(
-                    f"the guest was not up after {timeout:.0f} s; last console lines: "
-                    + " | ".join(last_lines(data)),
-                    hint=f"the whole console is in {console_log}",
-                )
-            time.sleep(POLL_SECONDS)
+        seen = watch(Process(proc, console_log), console_log, until=until, timeout=timeout,
+                     poll=POLL_SECONDS)
     finally:
         stop(proc)
+    logger.info("    the guest is up after %.0f s", seen.seconds)
+    return Boot(seen.console.decode("utf-8", "replace"), seen.seconds)
