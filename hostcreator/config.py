@@ -11,6 +11,7 @@ scripts.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import shlex
@@ -187,6 +188,49 @@ def _variant(value: str) -> str | None:
     if value and value not in VARIANTS:
         raise ValueError(f"{value!r} is not one of {' | '.join(VARIANTS)}")
     return value or None
+
+
+IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip_address(value: str) -> IpAddress:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _optional_ip_address(value: str) -> IpAddress | None:
+    return _ip_address(value) if value else None
+
+
+def _ip_addresses(value: str) -> tuple[IpAddress, ...]:
+    return tuple(_ip_address(word) for word in _words(value))
+
+
+def _cidr(value: str) -> IpInterface | None:
+    """An address with its prefix length (CIDR), e.g. 192.0.2.10/24, of a host."""
+    if not value:
+        return None
+    address, slash, prefix = value.partition("/")
+    ip = _ip_address(address)
+    if not slash:
+        raise ValueError(f"{value!r} has no prefix length (CIDR), e.g. {ip}/24")
+    if not prefix.isdigit() or not 1 <= int(prefix) <= ip.max_prefixlen:
+        raise ValueError(f"prefix /{prefix} of {value!r} is out of range "
+                         f"(1-{ip.max_prefixlen})")
+    interface = ipaddress.ip_interface(value)
+    network = interface.network
+    if ip.version == 4 and network.prefixlen < 31 and ip in (network.network_address,
+                                                             network.broadcast_address):
+        raise ValueError(f"{ip} is the network's own or its broadcast address, not a host's "
+                         f"in {network}")
+    return interface
+
+
+def _optional_bool(value: str) -> bool | None:
+    return _bool(value) if value.strip() else None
 
 
 def _libvirt_uri(value: str) -> str:
@@ -385,7 +429,34 @@ class Config:
         "file of SSH public keys to install for root"))
     root_password_file: Path | None = field(metadata=setting(
         "ROOT_PASSWORD_FILE", _optional_path, None,
-        "file holding root's password (plain or crypt hash); unset leaves root locked"))
+        "file holding root's password (plain or crypt hash); when neither it nor "
+        "SSH_AUTHORIZED_KEYS is set, see RANDOM_ROOT_PASSWORD and USER_SSH_KEYS"))
+    random_root_password: bool = field(metadata=setting(
+        "RANDOM_ROOT_PASSWORD", _bool, True,
+        "yes: when neither ROOT_PASSWORD_FILE nor SSH_AUTHORIZED_KEYS is set, root gets a "
+        "random password for the console, kept in SECRETS_DIR/NAME/root-password"))
+    user_ssh_keys: bool = field(metadata=setting(
+        "USER_SSH_KEYS", _bool, True,
+        "yes: when neither ROOT_PASSWORD_FILE nor SSH_AUTHORIZED_KEYS is set, root gets the "
+        "public SSH keys of the user who runs the command (~/.ssh/authorized_keys, "
+        "~/.ssh/id_*.pub; with sudo, SUDO_USER's)"))
+    secrets_dir: Path = field(metadata=setting(
+        "SECRETS_DIR", _path, Path("/var/lib/hostcreator/secrets"),
+        "where generated root passwords are kept (NAME/root-password; only root may read "
+        "them)", directory=True))
+    ip_address: IpInterface | None = field(metadata=setting(
+        "IP_ADDRESS", _cidr, None,
+        "static address of the VM with its prefix length, e.g. 192.0.2.10/24 (default: DHCP)",
+        option="--ip"))
+    gateway: IpAddress | None = field(metadata=setting(
+        "GATEWAY", _optional_ip_address, None,
+        "default gateway with IP_ADDRESS (inside its subnet)", option="--gateway"))
+    dns: tuple[IpAddress, ...] = field(metadata=setting(
+        "DNS", _ip_addresses, (), "name servers of the VM (space or comma separated addresses)",
+        option="--dns"))
+    dhcp: bool | None = field(metadata=setting(
+        "DHCP", _optional_bool, None,
+        "yes: the VM asks for its address by DHCP (default: yes unless IP_ADDRESS)"))
     apt_proxy: str | None = field(metadata=setting(
         "APT_PROXY", _url("http", "https"), None,
         "HTTP proxy for apt in the bootstrap and inside the VM"))
@@ -662,7 +733,7 @@ def text_of(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, tuple):
-        return " ".join(value)
+        return " ".join(map(str, value))
     return str(value)
 
 
@@ -670,7 +741,7 @@ def json_of(value: Any) -> Any:
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, tuple):
-        return list(value)
+        return [json_of(v) for v in value]
     return str(value)
 
 

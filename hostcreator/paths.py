@@ -18,6 +18,7 @@ from hostcreator.errors import InvalidInput
 
 LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 STATE_SUFFIX = ".json"
+ROOT_PASSWORD_FILE = "root-password"
 
 
 def is_valid_name(name: str) -> bool:
@@ -76,6 +77,8 @@ class VmPaths:
     mount_state: Path
     build_root: Path  # where create-* mounts the root file system while it builds
     mountpoint: Path  # where mount-vm mounts it
+    secrets: Path  # SECRETS_DIR/NAME, only root may enter it
+    root_password: Path  # the root password create-* generated
 
     @classmethod
     def of(cls, config: Config, name: str) -> VmPaths:
@@ -94,4 +97,6 @@ class VmPaths:
             mount_state=state_file(mount_state_dir(config.state_dir), name),
             build_root=config.state_dir / "build" / name,
             mountpoint=config.mount_dir / name,
+            secrets=config.secrets_dir / name,
+            root_password=config.secrets_dir / name / ROOT_PASSWORD_FILE,
         )

@@ -324,6 +324,17 @@ class Outcome:
         return f"{self.tool}, no rootfs cache"
 
 
+def lookup(p: BootstrapPlan, *, cache_dir: Path, max_age_days: float, mode: Mode) -> Outcome:
+    """What provide_root() would find, with no lock taken and nothing written (--dry-run)."""
+    if mode is Mode.OFF:
+        return Outcome("off", p.tool)
+    key = key_of(inputs(p))
+    cache = RootfsCache.under(cache_dir)
+    if mode is Mode.USE and cache.usable(key, max_age_days, quiet=True) is not None:
+        return Outcome("hit", p.tool, key)
+    return Outcome("miss", p.tool, key)
+
+
 def provide_root(p: BootstrapPlan, root: Path, *, cache_dir: Path, max_age_days: float,
                  mode: Mode, apt_proxy: str | None) -> Outcome:
     """Fill the mounted ROOT: unpack the cached tree of P's inputs, or bootstrap (and store)."""

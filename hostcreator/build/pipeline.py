@@ -25,9 +25,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from hostcreator import distro, faults
-from hostcreator.build import access, archive, bootloader, bootstrap, cache, chroot, hooks, identity, recover, skeleton, sources
+from hostcreator.build import (access, archive, bootloader, bootstrap, cache, chroot, hooks,
+                               identity, network, recover, report, skeleton, sources)
 from hostcreator.disk import fstab, partition, storage
 from hostcreator.host import loopdev
 from hostcreator.state import journal
@@ -69,7 +71,7 @@ class Build:
     disk: storage.Storage = field(init=False)
     plan: bootstrap.BootstrapPlan = field(init=False)
     skel: Path = field(init=False)
-    password: str | None = field(init=False, default=None, repr=False)
+    login: access.Login = field(init=False, default_factory=access.Login)
     disk_size: int = 0
     device: Path = field(init=False)
     partitions: list[Path] = field(default_factory=list)
@@ -112,6 +114,7 @@ def validate(build: Build) -> None:
     """Every check of the input, the archive's answer included; nothing is touched."""
     config = build.config
     validate_name(build.name)
+    network.check(config)
     build.plan = bootstrap.plan(config, build.distribution, build.suite)
     if config.size * partition.GIB < partition.minimum_disk_size():
         raise InvalidInput(
@@ -119,10 +122,7 @@ def validate(build: Build) -> None:
             hint=f"at least {-(-partition.minimum_disk_size() // partition.GIB)} GiB",
         )
     build.skel = skeleton.find(config)
-    if config.root_password_file:
-        build.password = access.read_password(config.root_password_file)
-    if config.ssh_authorized_keys:
-        access.check_keys_file(config.ssh_authorized_keys)
+    build.login = access.plan(config, build.paths.root_password)
     if config.hook_dir.is_dir():
         hooks.check(config.hook_dir)
     else:
@@ -275,6 +275,7 @@ def install_skeleton(build: Build, stack: ExitStack, done: bool) -> None:
         logger.debug("%%DISTR%% replaced in %s", ", ".join(map(str, edited)) or "no file")
         skeleton.copy_resolv_conf(build.root)
         fstab.write(build.root, build.filesystems)
+        network.write(build.root, build.config)
         chroot.apt_proxy_conf(build.root, build.config.apt_proxy)
         chroot.dpkg_unsafe_io(build.root, True)
     enter_chroot(build, stack)
@@ -310,10 +311,7 @@ def install_in_chroot(build: Build, stack: ExitStack, done: bool) -> None:
         },
         what="install.sh",
     )
-    if build.password is not None:
-        access.set_root_password(build.root, build.password)
-    if config.ssh_authorized_keys:
-        access.install_authorized_keys(build.root, config.ssh_authorized_keys)
+    access.install(build.root, build.login)
 
 
 def run_postconfig_hook(build: Build, stack: ExitStack, done: bool) -> None:
@@ -432,8 +430,20 @@ def plan_build(config: Config, distribution: str, name: str, suite: str | None, 
                  mode=mode, cache_mode=cache_mode(no_cache, refresh_cache))
 
 
-def create(build: Build) -> Progress:
-    """Run the whole recipe for BUILD (or what an earlier run left of it); returns the timings."""
+def dry_run(build: Build) -> dict[str, Any]:
+    """Every check create() makes, then its plan; nothing is created, locked or written."""
+    validate(build)
+    config = build.config
+    taken_up = check_previous(build, journal.load(config.journal_dir, build.name))
+    build.own_disk = taken_up is not None
+    check_state(build, taken_up)
+    outcome = cache.lookup(build.plan, cache_dir=config.cache_dir,
+                           max_age_days=config.cache_max_age, mode=build.cache_mode)
+    return report.plan(build, outcome)
+
+
+def create(build: Build) -> dict[str, Any]:
+    """Run the whole recipe for BUILD (or what an earlier run left of it); returns the summary."""
     validate(build)
     config = build.config
     with vm_lock(build.paths, build.program):
@@ -447,6 +457,7 @@ def create(build: Build) -> Progress:
             taken_up = journal.load(config.journal_dir, build.name)
         check_state(build, taken_up)
         progress = Progress(total=len(STEPS))
+        journal_path = build.paths.journal
         with log_file(build.log_path):
             start_journal(build, taken_up)
             logger.info("building %s (%s %s) on %s; log: %s; journal: %s", build.name,
@@ -466,4 +477,6 @@ def create(build: Build) -> Progress:
             build.save()
             logger.info("%s is ready on %s\n%s\n  peak memory of hostcreator: %d MB", build.name,
                         build.disk.describe(), progress.summary(), peak_rss_mb())
-    return progress
+            for line in access.describe(build.login, build.name):
+                logger.info("%s", line)
+    return report.summary(build, progress, build.log_path, journal_path)

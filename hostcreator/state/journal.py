@@ -50,7 +50,7 @@ def settings_of(config: Config) -> dict[str, str]:
     for setting in SETTINGS:
         value = getattr(config, setting.field)
         if isinstance(value, tuple):
-            value = " ".join(value)
+            value = " ".join(map(str, value))
         values[setting.key] = mask_credentials("" if value is None else str(value))
     return values
 
