@@ -117,7 +117,7 @@ def write_config(work: Path, size: int) -> Path:
     config.write_text("".join(f'{k}="{v}"\n' for k, v in {
         "SIZE": size, "IMAGE_DIR": work / "images", "LOG_DIR": work / "log",
         "HOOK_DIR": work / "hooks", "STATE_DIR": work / "state", "CACHE_DIR": work / "cache",
-        "JOURNAL_DIR": work / "journal",
+        "JOURNAL_DIR": work / "journal", "SECRETS_DIR": work / "secrets",
         "TIMEZONE": "Etc/UTC", "LOCALE": "C.UTF-8",
     }.items()))
     return config

@@ -52,7 +52,7 @@ def command(name: str) -> str:
 # directory setting is left to its default.
 DIRECTORIES = {"IMAGE_DIR": "images", "LOG_DIR": "log", "HOOK_DIR": "hooks",
                "STATE_DIR": "state", "MOUNT_DIR": "mnt", "JOURNAL_DIR": "journal",
-               "CACHE_DIR": "cache"}
+               "CACHE_DIR": "cache", "SECRETS_DIR": "secrets"}
 
 
 @dataclass
@@ -93,6 +93,10 @@ class TestEnv:
         return self.directory("MOUNT_DIR")
 
     @property
+    def secrets_dir(self) -> Path:
+        return self.directory("SECRETS_DIR")
+
+    @property
     def journal_dir(self) -> Path:
         return self.directory("JOURNAL_DIR")
 
@@ -111,6 +115,9 @@ class TestEnv:
         values = {key: str(self.directory(key)) for key in DIRECTORIES}
         values.update({
             "SIZE": "4",
+            # The keys of whoever runs the tests are the host's: the first-login test
+            # gives a user's home of its own instead.
+            "USER_SSH_KEYS": "no",
             "TIMEZONE": "Etc/UTC",
             "LOCALE": "C.UTF-8",
             # Test domains run under TCG, where a Linux guest with two vCPUs at times
