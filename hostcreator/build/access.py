@@ -206,7 +206,7 @@ def install(root: Path, login: Login) -> None:
         install_authorized_keys(root, login.keys)
 
 
-def describe(login: Login, name: str) -> list[str]:
+def describe(login: Login, name: str, address: str = "ADDRESS") -> list[str]:
     """How to log in, for the summary (never the password itself)."""
     lines = []
     if login.generated:
@@ -217,7 +217,7 @@ def describe(login: Login, name: str) -> list[str]:
         lines.append("root's password is the one of ROOT_PASSWORD_FILE")
     if login.keys:
         lines.append(f"root accepts SSH with {len(login.keys)} key(s) of "
-                     + ", ".join(map(str, login.keys_from)) + ": ssh root@ADDRESS")
+                     + ", ".join(map(str, login.keys_from)) + f": ssh root@{address}")
     elif login.keys_looked_in is not None:
         lines.append(f"root has no SSH key: there is none in {login.keys_looked_in} "
                      "(authorized_keys, id_*.pub)")

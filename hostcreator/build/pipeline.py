@@ -477,6 +477,6 @@ def create(build: Build) -> dict[str, Any]:
             build.save()
             logger.info("%s is ready on %s\n%s\n  peak memory of hostcreator: %d MB", build.name,
                         build.disk.describe(), progress.summary(), peak_rss_mb())
-            for line in access.describe(build.login, build.name):
+            for line in access.describe(build.login, build.name, network.address(config)):
                 logger.info("%s", line)
     return report.summary(build, progress, build.log_path, journal_path)
