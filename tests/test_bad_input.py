@@ -171,7 +171,7 @@ ROWS = [
     row(CREATE_DEBIAN, ["web1", "--no-cache", "--refresh-cache"],
         "--no-cache and --refresh-cache exclude each other", id="cache-flags"),
     row(CREATE_DEBIAN, ["web1", "--ip", "10.0.2.300/24"],
-        "command line: IP_ADDRESS: '10.0.2.300' is not an IP address", id="ip-not-address"),
+        "--ip: IP_ADDRESS: '10.0.2.300' is not an IP address", id="ip-not-address"),
     row(CREATE_DEBIAN, ["web1", "--ip", "10.0.2.15"],
         "IP_ADDRESS: '10.0.2.15' has no prefix length (CIDR)", id="ip-no-prefix"),
     row(CREATE_UBUNTU, ["web1", "--ip", "10.0.2.15/33"],
