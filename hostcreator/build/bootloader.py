@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from hostcreator.build import chroot
-from hostcreator.errors import HostCreatorError
 from hostcreator.disk.partition import FileSystems
+from hostcreator.errors import HostCreatorError
 
 
 def install(root: Path, script: str, disk: Path, fs: FileSystems) -> None:

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from hostcreator.log import logger
 from hostcreator.host.mounts import mount
+from hostcreator.log import logger
 from hostcreator.run import Result, run
 
 CHAR_DEVICES = {

@@ -28,21 +28,34 @@ from pathlib import Path
 from typing import Any
 
 from hostcreator import distro, faults
-from hostcreator.build import (access, archive, bootloader, bootstrap, cache, chroot, hooks,
-                               identity, network, recover, report, skeleton, sources)
-from hostcreator.disk import fstab, partition, storage
-from hostcreator.host import loopdev
-from hostcreator.state import journal
-from hostcreator.vm import mount as vmmount
+from hostcreator.build import (
+    access,
+    archive,
+    bootloader,
+    bootstrap,
+    cache,
+    chroot,
+    hooks,
+    identity,
+    network,
+    recover,
+    report,
+    skeleton,
+    sources,
+)
 from hostcreator.config import Config, StorageKind
+from hostcreator.disk import fstab, partition, storage
 from hostcreator.distro import Distribution
 from hostcreator.errors import Interrupted, InvalidInput, UnfinishedBuild
-from hostcreator.state.journal import Journal, Status
-from hostcreator.state.lock import vm_lock
+from hostcreator.host import loopdev
+from hostcreator.host.mounts import mount, private_namespace, syncfs
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
-from hostcreator.host.mounts import mount, private_namespace, syncfs
 from hostcreator.run import require_commands
+from hostcreator.state import journal
+from hostcreator.state.journal import Journal, Status
+from hostcreator.state.lock import vm_lock
+from hostcreator.vm import mount as vmmount
 
 HOST_COMMANDS = ("debootstrap", "rsync", "losetup", "partx", "wipefs", "mkswap",
                  "mkfs.ext4", "tune2fs", "mount", "umount", "chroot")

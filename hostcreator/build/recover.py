@@ -19,15 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostcreator.disk import storage
-from hostcreator.host import loopdev, mounts
-from hostcreator.state import journal, lock, mountstate
 from hostcreator.config import Config
+from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse
-from hostcreator.state.journal import Journal, Status
-from hostcreator.state.lock import vm_lock
+from hostcreator.host import loopdev, mounts
 from hostcreator.log import log_file, logger
 from hostcreator.paths import VmPaths
+from hostcreator.state import journal, lock, mountstate
+from hostcreator.state.journal import Journal, Status
+from hostcreator.state.lock import vm_lock
 
 
 @dataclass
@@ -60,7 +60,8 @@ def stop_leftovers(config: Config, name: str, record: Journal | None) -> Cleared
     if record is not None and _namespace_still_the_builds(record):
         assert record.namespace is not None
         cleared.stopped = mounts.stop_namespace(record.namespace)
-    for root in {VmPaths.of(config, name).build_root, *([record.root] if record and record.root else [])}:
+    earlier = [record.root] if record and record.root else []
+    for root in {VmPaths.of(config, name).build_root, *earlier}:
         leftovers = mounts.mounts_below(root)
         if leftovers:
             mounts.unmount_tree(root)
