@@ -81,3 +81,34 @@ def test_failing_hook_stops_the_build_with_its_exit_code_and_undoes_everything(t
     assert not mounts.mounts_below(testenv.state_dir)
     assert not storage.loop_devices_of(testenv.image(name))
     assert os.path.exists(testenv.image(name))
+
+
+def test_a_killed_build_whose_namespace_holds_only_chrooted_processes_is_stopped(testenv):
+    # A build killed in its chroot stage leaves only chrooted processes (dpkg, its
+    # scripts) in its namespace, and these see the build root as /: the namespace
+    # must still be known as the build's, or its dpkg holds the loop device forever.
+    from hostcreator.build import recover
+    from hostcreator.state.journal import Journal
+
+    name = unique_name()
+    root = testenv.state_dir / "build" / name
+    root.mkdir(parents=True)
+    chrooted = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs hctest {root} && exec python3 -c "
+         f"'import os, time; os.chroot(\"{root}\"); time.sleep(300)'"])
+    try:
+        deadline = time.monotonic() + 30
+        while os.readlink(f"/proc/{chrooted.pid}/root") != str(root):
+            assert time.monotonic() < deadline and chrooted.poll() is None
+            time.sleep(0.05)
+        namespace = os.readlink(f"/proc/{chrooted.pid}/ns/mnt")
+        assert mounts.is_mount_point_of(chrooted.pid, root)
+        record = Journal(name, "debian", DEBIAN_SUITE, testenv.image(name), stage="install",
+                         pid=2**22 + 1, namespace=namespace, root=root)
+        cleared = recover.stop_leftovers(testenv.load(), name, record)
+        assert cleared.stopped == [chrooted.pid]
+        assert chrooted.wait(timeout=30) != 0
+    finally:
+        chrooted.kill()
+        chrooted.wait()

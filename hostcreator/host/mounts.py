@@ -50,8 +50,19 @@ def mountinfo(path: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
 
 
 def mount_points(pid: int | str = "self") -> list[tuple[Path, str]]:
-    """(mount point, source) of every mount of this process (or PID's), in mount order."""
-    return [(entry.point, entry.source) for entry in mountinfo(Path(f"/proc/{pid}/mountinfo"))]
+    """(mount point, source) of every mount of this process (or PID's), in mount order.
+
+    The kernel writes a chrooted process's mount points relative to its root, and
+    leaves out what lies outside it (a chrooted dpkg sees the build root as /): they
+    are given back here as the paths they are in the process's mount namespace.
+    """
+    root = Path(os.readlink(f"/proc/{pid}/root"))
+    return [(_under(root, entry.point), entry.source)
+            for entry in mountinfo(Path(f"/proc/{pid}/mountinfo"))]
+
+
+def _under(root: Path, point: Path) -> Path:
+    return point if root == Path("/") else root / point.relative_to("/")
 
 
 def mounts_below(path: Path) -> list[Path]:
