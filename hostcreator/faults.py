@@ -4,7 +4,7 @@
 bootstrap stage, as if it had failed there by itself: the tests use it to check,
 for every stage boundary, that every mount and loop device is undone, that the
 journal tells the truth and that `--resume` then finishes a VM that boots.
-Points: `before:STAGE` and `after:STAGE` for every stage of journal.STAGES, and
+Points: `before:STAGE` and `after:STAGE` for every stage of journal.Stage, and
 `crash:PROGRAM` (e.g. `crash:config`), an unexpected exception in that command.
 """
 

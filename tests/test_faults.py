@@ -34,7 +34,7 @@ from hostcreator.state import journal, lock
 
 pytestmark = pytest.mark.e2e
 
-STAGES = list(journal.STAGES)
+STAGES = list(journal.Stage)
 
 
 def done_before(stage: str | None, including: bool = False) -> list[str]:

@@ -9,22 +9,41 @@ from conftest import run_cli
 
 from hostcreator import config
 from hostcreator.state import journal
-from hostcreator.state.journal import Journal, Status
+from hostcreator.state.journal import Journal, Stage, Status
 
 
 @pytest.mark.unit
 def test_saved_journal_reads_back_the_same(tmp_path):
     record = Journal("web1", "debian", "trixie", tmp_path / "web1-disk01.img")
     record.begin_run(123, {"SIZE": "8"}, resumed=False)
-    record.begin("disk")
-    record.end("disk")
+    record.begin(Stage.DISK)
+    record.end(Stage.DISK)
     record.loop = tmp_path / "loop7"
     journal.save(tmp_path, record)
     again = journal.load(tmp_path, "web1")
     assert again == record
-    assert again.next_stage() == "partitions"
+    assert again.next_stage() is Stage.PARTITIONS
+    assert again.done == [Stage.DISK] and isinstance(again.done[0], Stage)
     assert journal.names(tmp_path) == ["web1"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.unit
+def test_the_pipeline_runs_every_stage_once_in_order():
+    from hostcreator.build import pipeline
+
+    assert [step.stage for step in pipeline.STEPS] == list(Stage)
+
+
+@pytest.mark.unit
+def test_a_stage_no_longer_known_is_dropped_from_a_journal(tmp_path):
+    # A journal of another version may name a stage this one lacks.
+    data = Journal("web1", "debian", "trixie", tmp_path).to_json()
+    data.update(done=["disk", "gone"], stage="gone")
+    record = Journal.from_json(json.loads(json.dumps(data)))
+    assert record.done == [Stage.DISK] and record.stage is None
+    assert record.next_stage() is Stage.PARTITIONS
+    assert Stage.named("install") is Stage.INSTALL and f"{Stage.INSTALL}" == "install"
 
 
 @pytest.mark.unit

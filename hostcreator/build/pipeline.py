@@ -53,7 +53,7 @@ from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
 from hostcreator.run import require_commands
 from hostcreator.state import journal
-from hostcreator.state.journal import Journal, Status
+from hostcreator.state.journal import Journal, Stage, Status
 from hostcreator.state.lock import vm_lock
 from hostcreator.vm import mount as vmmount
 
@@ -188,7 +188,7 @@ def check_previous(build: Build, previous: Journal | None) -> Journal | None:
 def check_state(build: Build, taken_up: Journal | None) -> None:
     """What must hold of the host before the build starts (NAME's lock is held)."""
     config = build.config
-    if taken_up is not None and build.mode is Mode.RESUME and "disk" in taken_up.done \
+    if taken_up is not None and build.mode is Mode.RESUME and Stage.DISK in taken_up.done \
             and not build.disk.exists():
         raise InvalidInput(f"{build.disk.describe()} is gone: nothing to resume",
                            hint=f"{build.program} {build.name} --restart")
@@ -370,23 +370,22 @@ def flush(build: Build) -> None:
 
 @dataclass(frozen=True)
 class Step:
-    stage: str  # as the journal names it
+    stage: Stage
     title: str
     run: Callable[[Build, ExitStack, bool], None]
 
 
 STEPS = (
-    Step("disk", "disk", provide_disk),
-    Step("partitions", "partitions and file systems", partition_disk),
-    Step("bootstrap", "bootstrap {suite}", bootstrap_root),
-    Step("skeleton", "skeleton", install_skeleton),
-    Step("postunpack", "postunpack hook", run_postunpack_hook),
-    Step("install", "chroot install", install_in_chroot),
-    Step("postconfig", "postconfig hook", run_postconfig_hook),
-    Step("bootloader", "boot loader", install_boot_loader),
-    Step("finish", "finish", finish),
+    Step(Stage.DISK, "disk", provide_disk),
+    Step(Stage.PARTITIONS, "partitions and file systems", partition_disk),
+    Step(Stage.BOOTSTRAP, "bootstrap {suite}", bootstrap_root),
+    Step(Stage.SKELETON, "skeleton", install_skeleton),
+    Step(Stage.POSTUNPACK, "postunpack hook", run_postunpack_hook),
+    Step(Stage.INSTALL, "chroot install", install_in_chroot),
+    Step(Stage.POSTCONFIG, "postconfig hook", run_postconfig_hook),
+    Step(Stage.BOOTLOADER, "boot loader", install_boot_loader),
+    Step(Stage.FINISH, "finish", finish),
 )
-assert tuple(s.stage for s in STEPS) == journal.STAGES
 
 
 def peak_rss_mb() -> int:
@@ -410,7 +409,7 @@ def run_steps(build: Build, progress: Progress) -> None:
                 step.run(build, stack, done)
                 if done:
                     progress.note("done in an earlier run")
-                elif step.stage == "bootstrap":
+                elif step.stage is Stage.BOOTSTRAP:
                     progress.note(build.rootfs.note)
                 record.end(step.stage)
                 build.save()

@@ -28,9 +28,29 @@ from hostcreator.config import SETTINGS, Config, mask_credentials
 from hostcreator.state.statefile import StateFiles
 
 VERSION = 1
-# The stages of the recipe, in order (pipeline.STEPS runs them).
-STAGES = ("disk", "partitions", "bootstrap", "skeleton", "postunpack", "install",
-          "postconfig", "bootloader", "finish")
+
+
+class Stage(StrEnum):
+    """The stages of the recipe, in the order pipeline.STEPS runs them.
+
+    Their values are the names in journals, messages and fault points
+    (`after:bootstrap`): a Stage prints and compares as its name.
+    """
+
+    DISK = "disk"
+    PARTITIONS = "partitions"
+    BOOTSTRAP = "bootstrap"
+    SKELETON = "skeleton"
+    POSTUNPACK = "postunpack"
+    INSTALL = "install"
+    POSTCONFIG = "postconfig"
+    BOOTLOADER = "bootloader"
+    FINISH = "finish"
+
+    @classmethod
+    def named(cls, name: object) -> Stage | None:
+        """The stage called NAME; None for a name no stage has (a journal of another version)."""
+        return cls(name) if isinstance(name, str) and name in cls._value2member_map_ else None
 
 
 class Status(StrEnum):
@@ -62,8 +82,8 @@ class Journal:
     suite: str
     disk: Path
     status: Status = Status.RUNNING
-    done: list[str] = field(default_factory=list)
-    stage: str | None = None
+    done: list[Stage] = field(default_factory=list)
+    stage: Stage | None = None
     pid: int = 0
     namespace: str | None = None
     loop: Path | None = None
@@ -83,9 +103,9 @@ class Journal:
     def finished(self) -> bool:
         return self.status is Status.FINISHED
 
-    def next_stage(self) -> str | None:
+    def next_stage(self) -> Stage | None:
         """The first stage not finished, where a resumed build goes on."""
-        return next((s for s in STAGES if s not in self.done), None)
+        return next((s for s in Stage if s not in self.done), None)
 
     def describe(self) -> str:
         """'failed in stage install: ...' for a message; RUNNING is read as killed."""
@@ -116,10 +136,10 @@ class Journal:
         what = f"resumed at stage {self.next_stage()}" if resumed else "started"
         self.runs.append(f"{self.started} {what} by PID {pid}")
 
-    def begin(self, stage: str) -> None:
+    def begin(self, stage: Stage) -> None:
         self.stage = stage
 
-    def end(self, stage: str) -> None:
+    def end(self, stage: Stage) -> None:
         if stage not in self.done:
             self.done.append(stage)
 
@@ -147,7 +167,8 @@ class Journal:
             status=Status(data.get("status", Status.RUNNING)),
             loop=Path(data["loop"]) if data.get("loop") else None,
             root=Path(data["root"]) if data.get("root") else None,
-            done=[s for s in data.get("done", []) if s in STAGES],
+            done=[stage for stage in map(Stage.named, data.get("done", [])) if stage],
+            stage=Stage.named(data.get("stage")),
         )
         return cls(**fields)
 
