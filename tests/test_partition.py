@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hostcreator.disk import partition
@@ -56,3 +58,20 @@ def test_wipe_of_a_small_disk_zeroes_all_of_it(tmp_path):
 def test_ext4_label_fits_sixteen_bytes():
     assert partition.ext4_label("a" * 63) == "a" * 16
     assert partition.ext4_label("web1") == "web1"
+
+
+def test_the_layout_names_each_partition_by_role_and_only_it_knows_their_numbers():
+    import parted
+
+    plan = partition.layout(8 * GIB)
+    assert partition.ROLES == ("bios", "swap", "root")
+    assert plan.parts == (plan.bios, plan.swap, plan.root)
+    assert (plan.bios.name, plan.bios.flag, plan.bios.fstype) == (
+        "bios_grub", parted.PARTITION_BIOS_GRUB, None)
+    assert (plan.swap.flag, plan.swap.fstype) == (parted.PARTITION_SWAP, "linux-swap(v1)")
+    assert (plan.root.flag, plan.root.fstype) == (None, "ext4")
+    loop = Path("/dev/loop7")
+    assert [partition.node(loop, role) for role in partition.ROLES] == [
+        Path("/dev/loop7p1"), Path("/dev/loop7p2"), Path("/dev/loop7p3")]
+    nodes = partition.Nodes(*(partition.node(loop, role) for role in partition.ROLES))
+    assert nodes.root == Path("/dev/loop7p3") and nodes.all[0] == Path("/dev/loop7p1")

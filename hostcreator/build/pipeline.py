@@ -87,7 +87,7 @@ class Build:
     login: access.Login = field(init=False, default_factory=access.Login)
     disk_size: int = 0
     device: Path = field(init=False)
-    partitions: list[Path] = field(default_factory=list)
+    partitions: partition.Nodes = field(init=False)
     filesystems: partition.FileSystems = field(init=False)
     rootfs: cache.Outcome = field(init=False)
 
@@ -237,15 +237,14 @@ def provide_disk(build: Build, stack: ExitStack, done: bool) -> None:
 def partition_disk(build: Build, stack: ExitStack, done: bool) -> None:
     plan = partition.layout(build.disk_size)
     if done:
-        build.partitions = loopdev.wait_for_partitions(build.device, len(plan.parts))
+        build.partitions = partition.find(build.device)
         record = build.record
         assert record.root_uuid and record.swap_uuid, "partitions done without their UUIDs"
         build.filesystems = partition.FileSystems(record.root_uuid, record.swap_uuid)
         return
     partition.write_table(build.device, plan)
-    build.partitions = loopdev.wait_for_partitions(build.device, len(plan.parts))
-    _bios, swap, root = build.partitions
-    build.filesystems = partition.make_filesystems(swap, root, build.name)
+    build.partitions = partition.find(build.device)
+    build.filesystems = partition.make_filesystems(build.partitions, build.name)
     build.record.root_uuid = build.filesystems.root_uuid
     build.record.swap_uuid = build.filesystems.swap_uuid
     build.save()
@@ -255,7 +254,7 @@ def bootstrap_root(build: Build, stack: ExitStack, done: bool) -> None:
     build.root.mkdir(parents=True, exist_ok=True)
     # No cache flushes to the disk while building (every fsync would reach the
     # host's disk through the loop device): the disk is flushed once at the end.
-    mount(stack, build.partitions[2], build.root, fstype="ext4", options=("nobarrier",))
+    mount(stack, build.partitions.root, build.root, fstype="ext4", options=("nobarrier",))
     build.record.root = build.root
     build.save()
     if done:
@@ -295,10 +294,9 @@ def install_skeleton(build: Build, stack: ExitStack, done: bool) -> None:
 
 
 def enter_chroot(build: Build, stack: ExitStack) -> None:
-    fs = build.filesystems
-    root_part, swap_part = build.partitions[2], build.partitions[1]
-    chroot.enter(stack, build.root, [build.device, *build.partitions],
-                 {fs.root_uuid: root_part, fs.swap_uuid: swap_part})
+    fs, nodes = build.filesystems, build.partitions
+    chroot.enter(stack, build.root, [build.device, *nodes.all],
+                 {fs.root_uuid: nodes.root, fs.swap_uuid: nodes.swap})
 
 
 def run_postunpack_hook(build: Build, stack: ExitStack, done: bool) -> None:

@@ -12,12 +12,13 @@ import os
 import stat
 import struct
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import parted
 
 from hostcreator.errors import HostCreatorError, InvalidInput
+from hostcreator.host import loopdev
 from hostcreator.host.libc import libc
 from hostcreator.run import run
 
@@ -38,9 +39,11 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 
 @dataclass(frozen=True)
 class Part:
-    name: str
+    name: str  # the GPT partition name
     start: int  # bytes
     size: int  # bytes
+    flag: int | None = None  # the parted flag it carries
+    fstype: str | None = None  # the file system type parted records
 
     @property
     def end(self) -> int:
@@ -50,13 +53,42 @@ class Part:
 
 @dataclass(frozen=True)
 class Layout:
-    bios_boot: Part
+    """The partitions of a disk by role, in their order on the disk."""
+
+    bios: Part
     swap: Part
     root: Part
 
     @property
-    def parts(self) -> tuple[Part, Part, Part]:
-        return (self.bios_boot, self.swap, self.root)
+    def parts(self) -> tuple[Part, ...]:
+        return tuple(getattr(self, role) for role in ROLES)
+
+
+# The roles in their order on the disk: the only place that knows a partition's number.
+ROLES = tuple(f.name for f in fields(Layout))
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The device nodes of a disk's partitions, by role (as Layout names them)."""
+
+    bios: Path
+    swap: Path
+    root: Path
+
+    @property
+    def all(self) -> tuple[Path, ...]:
+        return tuple(getattr(self, role) for role in ROLES)
+
+
+def node(device: Path, role: str) -> Path:
+    """The node the kernel names for partition ROLE of the loop device DEVICE."""
+    return Path(f"{device}p{ROLES.index(role) + 1}")
+
+
+def find(device: Path) -> Nodes:
+    """The partition nodes of DEVICE, whose table layout() made; the kernel re-reads it first."""
+    return Nodes(*loopdev.wait_for_partitions(device, len(ROLES)))
 
 
 def minimum_disk_size() -> int:
@@ -70,11 +102,12 @@ def layout(disk_size: int) -> Layout:
             f"a disk of {disk_size / GIB:.2f} GiB is too small",
             hint=f"at least {-(-minimum_disk_size() // GIB)} GiB are needed",
         )
-    bios = Part("bios_grub", ALIGN, BIOS_BOOT_SIZE)
-    swap = Part("swap", bios.end, SWAP_SIZE)
+    bios = Part("bios_grub", ALIGN, BIOS_BOOT_SIZE, flag=parted.PARTITION_BIOS_GRUB)
+    swap = Part("swap", bios.end, SWAP_SIZE, flag=parted.PARTITION_SWAP,
+                fstype="linux-swap(v1)")
     # Keep the last MiB free for the backup GPT, the root ends on a MiB boundary.
     root_end = (disk_size - ALIGN) // ALIGN * ALIGN
-    root = Part("root", swap.end, root_end - swap.end)
+    root = Part("root", swap.end, root_end - swap.end, fstype="ext4")
     return Layout(bios, swap, root)
 
 
@@ -129,17 +162,14 @@ def write_table(device: Path, plan: Layout) -> None:
             geometry = parted.Geometry(
                 device=dev, start=part.start // sector, length=part.size // sector
             )
-            fstype = {"swap": "linux-swap(v1)", "root": "ext4"}.get(part.name)
-            fs = parted.FileSystem(type=fstype, geometry=geometry) if fstype else None
+            fs = parted.FileSystem(type=part.fstype, geometry=geometry) if part.fstype else None
             partition = parted.Partition(
                 disk=disk, type=parted.PARTITION_NORMAL, fs=fs, geometry=geometry
             )
             disk.addPartition(partition, constraint=parted.Constraint(exactGeom=geometry))
             partition.name = part.name
-            if part.name == "bios_grub":
-                partition.setFlag(parted.PARTITION_BIOS_GRUB)
-            elif part.name == "swap":
-                partition.setFlag(parted.PARTITION_SWAP)
+            if part.flag is not None:
+                partition.setFlag(part.flag)
         # Only the device: the partition nodes are made by loopdev (BLKRRPART).
         disk.commitToDevice()
     except parted.PartedException as exc:
@@ -160,10 +190,10 @@ def ext4_label(name: str) -> str:
     return name[:16]
 
 
-def make_filesystems(swap: Path, root: Path, name: str) -> FileSystems:
+def make_filesystems(nodes: Nodes, name: str) -> FileSystems:
     """mkswap and mkfs.ext4 with UUIDs chosen here, so they are known without blkid."""
     result = FileSystems(root_uuid=str(uuid.uuid4()), swap_uuid=str(uuid.uuid4()))
-    run(["mkswap", "--uuid", result.swap_uuid, "--label", "swap", swap])
-    run(["mkfs.ext4", "-F", "-q", "-U", result.root_uuid, "-L", ext4_label(name), root])
-    run(["tune2fs", "-c", "0", "-i", "0", root])
+    run(["mkswap", "--uuid", result.swap_uuid, "--label", "swap", nodes.swap])
+    run(["mkfs.ext4", "-F", "-q", "-U", result.root_uuid, "-L", ext4_label(name), nodes.root])
+    run(["tune2fs", "-c", "0", "-i", "0", nodes.root])
     return result

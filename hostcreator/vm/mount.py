@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hostcreator.build import recover
 from hostcreator.config import Config
-from hostcreator.disk import storage
+from hostcreator.disk import partition, storage
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.host import inuse, loopdev, mounts
 from hostcreator.log import log_file, logger
@@ -38,9 +38,6 @@ from hostcreator.state.lock import vm_lock
 from hostcreator.state.mountstate import MountState
 
 HOST_COMMANDS = ("losetup", "partx", "mount", "umount")
-# The layout create-debian makes (partition.layout): BIOS boot, swap, root.
-PARTITIONS = 3
-ROOT_PARTITION = 3
 # Bound from the host, in this order, so that chroot MOUNTPOINT works.
 BINDS = ("dev", "dev/pts", "proc", "sys")
 ELSEWHERE_HINT = ("the loop device goes by itself once that is closed (a process in its own "
@@ -101,7 +98,7 @@ def _intact(state: MountState) -> bool:
     if backing is None or not inuse.same_file(backing, state.disk):
         return False
     points = dict(mounts.mount_points())
-    root_source = f"{state.loop}p{ROOT_PARTITION}"
+    root_source = str(partition.node(state.loop, "root"))
     return points.get(state.mounts[0]) == root_source and all(m in points for m in state.mounts)
 
 
@@ -222,13 +219,13 @@ def _record(config: Config, state: MountState, point: Path) -> None:
 
 def _root_partition(device: Path, disk: Path) -> Path:
     try:
-        parts = loopdev.wait_for_partitions(device, PARTITIONS)
+        nodes = partition.find(device)
     except HostCreatorError as exc:
         raise HostCreatorError(
             f"{disk} does not have the partitions create-debian makes: {exc}",
             hint="mount-vm knows disks with BIOS boot, swap and root partitions",
         ) from None
-    return parts[ROOT_PARTITION - 1]
+    return nodes.root
 
 
 def _remove_dir(path: Path) -> None:
