@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from hostcreator import config, paths
-from hostcreator.disk import storage
-from hostcreator.host import mounts
+from hostcreator.host import loopdev, mounts
 from hostcreator.state import lock
 
 DATA = Path(__file__).parent / "data"
@@ -159,7 +158,7 @@ class TestEnv:
         found = []
         if self.image_dir.is_dir():
             for image in self.image_dir.glob("*.img"):
-                found += [f"loop {d} -> {image}" for d in storage.loop_devices_of(image)]
+                found += [f"loop {d} -> {image}" for d in loopdev.loop_devices_of(image)]
         for top in (self.state_dir, self.mount_dir):
             if top.exists():
                 found += [f"mount {m}" for m in mounts.mounts_below(top)]
@@ -179,7 +178,7 @@ class TestEnv:
                 mounts.unmount_tree(Path(leak.split()[1]))
         if self.image_dir.is_dir():
             for image in self.image_dir.glob("*.img"):
-                for dev in storage.loop_devices_of(image):
+                for dev in loopdev.loop_devices_of(image):
                     subprocess.run(["losetup", "-d", dev], check=False)
 
 

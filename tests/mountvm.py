@@ -10,8 +10,7 @@ from pathlib import Path
 
 from conftest import run_cli, unique_name
 
-from hostcreator.disk import storage
-from hostcreator.host import mounts
+from hostcreator.host import loopdev, mounts
 from hostcreator.state import mountstate
 
 
@@ -48,7 +47,7 @@ class VM:
         return json.loads(self.state_file.read_text())
 
     def loops(self) -> list[str]:
-        return storage.loop_devices_of(self.image)
+        return loopdev.loop_devices_of(self.image)
 
     def leftovers(self) -> list[str]:
         found = [f"loop {d}" for d in self.loops()]

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN_SUITE, command, run_cli, unique_name
 
-from hostcreator.disk import storage
-from hostcreator.host import mounts
+from hostcreator.host import loopdev, mounts
 
 pytestmark = pytest.mark.root
 
@@ -50,13 +49,13 @@ def test_signal_during_bootstrap_undoes_mounts_and_loop_device(testenv, sig, too
     seen = Path(f"/proc/{proc.pid}/mountinfo").read_text()
     assert f" {root} " in seen and f" {root}/proc " in seen
     assert not mounts.is_mount_point(root)
-    assert storage.loop_devices_of(testenv.image(name))
+    assert loopdev.loop_devices_of(testenv.image(name))
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
     assert f"interrupted by {signal.Signals(sig).name}" in err
     assert not mounts.mounts_below(testenv.state_dir)
-    assert not storage.loop_devices_of(testenv.image(name))
+    assert not loopdev.loop_devices_of(testenv.image(name))
     assert not mounts.processes_below(root)
     assert testenv.leaks() == []
     record = testenv.journal(name)
@@ -79,7 +78,7 @@ def test_failing_hook_stops_the_build_with_its_exit_code_and_undoes_everything(t
     assert f"no site config for {name}" in error
     assert "==> [6/9]" not in result.stderr  # nothing after the hook ran
     assert not mounts.mounts_below(testenv.state_dir)
-    assert not storage.loop_devices_of(testenv.image(name))
+    assert not loopdev.loop_devices_of(testenv.image(name))
     assert os.path.exists(testenv.image(name))
 
 

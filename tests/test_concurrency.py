@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN_SUITE, command, run_cli, unique_name
 
-from hostcreator.disk import storage
-from hostcreator.host import mounts
+from hostcreator.host import loopdev, mounts
 
 pytestmark = pytest.mark.e2e
 
@@ -99,7 +98,7 @@ def test_a_second_run_for_the_same_name_fails_at_once_and_nobody_sees_the_build(
     record = testenv.journal(name)
     assert record["status"] == "finished"
     assert len(record["runs"]) == 2  # exactly one run: started, finished
-    assert storage.loop_devices_of(testenv.image(name)) == []
+    assert loopdev.loop_devices_of(testenv.image(name)) == []
 
 
 def test_four_names_build_in_parallel(testenv, shared_cache):

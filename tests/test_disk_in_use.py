@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import DOMAIN_XML, run_cli, unique_name
 
-from hostcreator.disk import partition, storage
+from hostcreator.disk import partition
 from hostcreator.host import loopdev, mounts
 
 if TYPE_CHECKING:
@@ -47,13 +47,13 @@ def refused(env: TestEnv, name: str, *options: str) -> str:
     """Run create-debian NAME; it must refuse with exit code 3 and leave the image as it
     was. Returns the one error line."""
     image = env.image(name)
-    before, loops = fingerprint(image), storage.loop_devices_of(image)
+    before, loops = fingerprint(image), loopdev.loop_devices_of(image)
     result = run_cli("create-debian", name, "--config", str(env.config), *options, timeout=120)
     assert result.returncode == 3, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, result.stderr
     assert fingerprint(image) == before
-    assert storage.loop_devices_of(image) == loops
+    assert loopdev.loop_devices_of(image) == loops
     assert "debootstrap" not in result.stdout + result.stderr
     return errors[0]
 
@@ -130,7 +130,7 @@ def test_a_mounted_disk_is_refused_even_with_force(testenv, tmp_path):
     name = unique_name()
     image = blank_image(testenv, name)
     with loop_mounted(image, tmp_path / "mnt") as target:
-        (loop,) = storage.loop_devices_of(image)
+        (loop,) = loopdev.loop_devices_of(image)
         error = refused(testenv, name, "--force")
     assert f"{image} is mounted: {loop} at {target}" in error
     assert "another mount namespace" not in error
@@ -158,15 +158,15 @@ def test_a_disk_mounted_only_in_another_namespace_is_refused_even_with_force(tes
     image = blank_image(testenv, name)
     with ExitStack() as stack:
         with loop_mounted(image, tmp_path / "mnt") as target:
-            (loop,) = storage.loop_devices_of(image)
+            (loop,) = loopdev.loop_devices_of(image)
             proc = stack.enter_context(sleeper("unshare", "--mount", "--propagation", "private"))
         # Unmounted here, the file system and its loop device live on in proc's namespace.
-        assert storage.loop_devices_of(image) == [loop]
+        assert loopdev.loop_devices_of(image) == [loop]
         error = refused(testenv, name, "--force")
     assert (f"{image} is mounted in another mount namespace: {loop} at {target} in the "
             f"mount namespace of process {proc.pid} (sleep)") in error
     deadline = time.monotonic() + 10
-    while storage.loop_devices_of(image):  # the namespace went with proc, autoclear follows
+    while loopdev.loop_devices_of(image):  # the namespace went with proc, autoclear follows
         assert time.monotonic() < deadline
         time.sleep(0.1)
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hostcreator.disk import storage
 from hostcreator.errors import DiskInUse
-from hostcreator.host import loopdev
+from hostcreator.host import inuse, loopdev
 
 pytestmark = pytest.mark.root
 
@@ -25,7 +24,7 @@ def small_fs(tmp_path: Path) -> Path:
 
 
 def test_a_file_system_mounted_in_another_namespace_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(loopdev, "RELEASE_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr(inuse, "RELEASE_WAIT_SECONDS", 1.0)
     image = small_fs(tmp_path)
     point = tmp_path / "point"
     point.mkdir()
@@ -42,11 +41,11 @@ def test_a_file_system_mounted_in_another_namespace_is_named(tmp_path, monkeypat
                 assert time.monotonic() < deadline and holder.poll() is None
                 time.sleep(0.05)
         with pytest.raises(DiskInUse) as caught:
-            loopdev.wait_released(image, hint="h")
+            inuse.wait_released(image, hint="h")
         assert f"held by {holder.pid} (sleep)" in str(caught.value)
     finally:
         if holder is not None:
             holder.kill()
             holder.wait()
-    loopdev.wait_released(image, hint="h")  # gone with the namespace: nothing raised
-    assert storage.loop_devices_of(image) == []
+    inuse.wait_released(image, hint="h")  # gone with the namespace: nothing raised
+    assert loopdev.loop_devices_of(image) == []

@@ -7,7 +7,9 @@ import pytest
 
 from hostcreator import config
 from hostcreator.disk import partition, storage
+from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, InvalidInput
+from hostcreator.host import inuse
 
 LVS_OUTPUT = """\
   root|vg0|21474836480|/dev/vg0/root
@@ -19,7 +21,11 @@ TEST_URI = "test:///default"
 
 
 def ensure(disk: storage.Storage, force: bool = False) -> int:
-    return storage.ensure_blank_disk(disk, 4, force, partition.minimum_disk_size(), TEST_URI)
+    """As a build provides its disk: nothing may use an existing one, then it is checked."""
+    if disk.exists():
+        users = inuse.users_of(disk.path, domains=virt.domains_at(TEST_URI, "whether in use"))
+        inuse.refuse(users, inuse.Command.CREATE, disk.describe())
+    return storage.ensure_blank_disk(disk, 4, force, partition.minimum_disk_size())
 
 
 @pytest.mark.unit

@@ -15,9 +15,7 @@ from conftest import unique_name
 from mountvm import ok, private_copy
 
 from hostcreator import config
-from hostcreator.disk import storage
-from hostcreator.host import loopdev, mounts
-from hostcreator.vm import mount as vmmount
+from hostcreator.host import inuse, loopdev, mounts
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +157,7 @@ def test_state_whose_loop_device_is_gone_or_reused(vm, tmp_path):
         result = ok(vm.umount())
         assert f"forgot the stale state file {vm.state_file}" in result.stderr
         assert f"loop device {loop} (no longer attached to {vm.image})" in result.stderr
-        assert storage.loop_devices_of(other) == [loop]
+        assert loopdev.loop_devices_of(other) == [loop]
         assert vm.leftovers() == []
     finally:
         subprocess.run(["losetup", "-d", loop], check=False)
@@ -234,11 +232,15 @@ def test_unreachable_libvirt_is_a_warning(vm):
 
 def test_is_mounted_for_create_kvm(vm, debian_vm):
     cfg = config.load(debian_vm.env.config, environ={})
-    assert vmmount.is_mounted(cfg, vm.name) is None
+
+    def mounted_at() -> Path | None:
+        return inuse.users_of(vm.image, vm=inuse.Vm.of(cfg, vm.name)).mounted_at
+
+    assert mounted_at() is None
     ok(vm.mount())
-    assert vmmount.is_mounted(cfg, vm.name) == vm.mountpoint
+    assert mounted_at() == vm.mountpoint
     ok(vm.umount())
-    assert vmmount.is_mounted(cfg, vm.name) is None
+    assert mounted_at() is None
 
 
 def test_a_copy_of_the_mount_in_another_namespace_is_named(vm):

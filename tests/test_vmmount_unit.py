@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli
 
 from hostcreator import config
+from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse
 from hostcreator.host import inuse
 from hostcreator.paths import VmPaths
@@ -66,19 +67,28 @@ def test_unreadable_state_is_warned_about_but_still_counts_as_mounted(cfg, caplo
     path.write_text("{not json")
     assert mountstate.load(cfg.state_dir, "web1") is None
     assert "unreadable state file" in caplog.text
-    assert vmmount.is_mounted(cfg, "web1") == cfg.mount_dir / "web1"
+    assert is_mounted(cfg, "web1") == cfg.mount_dir / "web1"
+
+
+def is_mounted(cfg, name):
+    return users(cfg, name).mounted_at
+
+
+def users(cfg, name):
+    """Who uses NAME's disk (none here: the disk does not exist), mount-vm's state included."""
+    return inuse.users_of(cfg.image_dir / f"{name}-disk01.img", vm=inuse.Vm.of(cfg, name))
 
 
 def test_is_mounted_and_the_refusal_for_create(cfg):
-    assert vmmount.is_mounted(cfg, "web1") is None
-    vmmount.check_not_mounted(cfg, "web1")
+    assert is_mounted(cfg, "web1") is None
+    inuse.refuse(users(cfg, "web1"), inuse.Command.CREATE, "the disk")
     mountstate.save(cfg.state_dir, a_state(cfg, mountpoint=Path("/elsewhere/web1")))
-    assert vmmount.is_mounted(cfg, "web1") == Path("/elsewhere/web1")
+    assert is_mounted(cfg, "web1") == Path("/elsewhere/web1")
     with pytest.raises(DiskInUse) as exc:
-        vmmount.check_not_mounted(cfg, "web1")
+        inuse.refuse(users(cfg, "web1"), inuse.Command.CREATE, "the disk")
     assert "web1 is mounted at /elsewhere/web1" in exc.value.message
     assert exc.value.hint == "umount-vm web1 first"
-    assert vmmount.is_mounted(cfg, "web2") is None
+    assert is_mounted(cfg, "web2") is None
 
 
 def test_listing_marks_a_state_whose_mounts_are_gone_as_half_mounted(cfg):
@@ -98,7 +108,8 @@ def test_disk_sources_of_a_domain_xml():
       <disk type='file' device='cdrom'><target dev='sdc'/></disk>
       <interface type='user'/>
     </devices></domain>"""
-    assert inuse.disk_sources(None, xml) == ["/img/a.img", "/dev/vg0/b-disk01"]
+    assert virt.disk_sources(None, xml) == [inuse.DiskSource("/img/a.img", True),
+                                            inuse.DiskSource("/dev/vg0/b-disk01", True)]
 
 
 def test_create_debian_refuses_a_mounted_vm_before_touching_anything(cfg):

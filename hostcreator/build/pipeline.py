@@ -46,8 +46,9 @@ from hostcreator.build import (
 from hostcreator.config import Config, StorageKind
 from hostcreator.disk import fstab, partition, storage
 from hostcreator.distro import Distribution
+from hostcreator.domain import virt
 from hostcreator.errors import Interrupted, InvalidInput, UnfinishedBuild
-from hostcreator.host import loopdev
+from hostcreator.host import inuse, loopdev
 from hostcreator.host.mounts import mount, private_namespace, syncfs
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
@@ -55,7 +56,6 @@ from hostcreator.run import require_commands
 from hostcreator.state import journal
 from hostcreator.state.journal import Journal, Stage, Status
 from hostcreator.state.lock import vm_lock
-from hostcreator.vm import mount as vmmount
 
 HOST_COMMANDS = ("debootstrap", "rsync", "losetup", "partx", "wipefs", "mkswap",
                  "mkfs.ext4", "tune2fs", "mount", "umount", "chroot")
@@ -187,17 +187,25 @@ def check_previous(build: Build, previous: Journal | None) -> Journal | None:
 
 def check_state(build: Build, taken_up: Journal | None) -> None:
     """What must hold of the host before the build starts (NAME's lock is held)."""
-    config = build.config
     if taken_up is not None and build.mode is Mode.RESUME and Stage.DISK in taken_up.done \
             and not build.disk.exists():
         raise InvalidInput(f"{build.disk.describe()} is gone: nothing to resume",
                            hint=f"{build.program} {build.name} --restart")
-    vmmount.check_not_mounted(config, build.name)
+    check_disk_free(build)
     if build.disk.exists():
-        # Nothing uses the disk, and it holds no data unless --force (or it is the disk
-        # of the unfinished build taken up): before the journal is written.
+        # It holds no data unless --force (or it is the disk of the unfinished build
+        # taken up): before the journal is written.
         storage.check_existing_disk(build.disk, build.force or build.own_disk,
-                                    partition.minimum_disk_size(), config.libvirt_uri)
+                                    partition.minimum_disk_size())
+
+
+def check_disk_free(build: Build) -> None:
+    """Nothing uses NAME's disk, nor has mount-vm NAME mounted; --force never overrides it."""
+    uri, path = build.config.libvirt_uri, build.disk.path
+    users = inuse.users_of(path, vm=inuse.Vm.of(build.config, build.name),
+                           domains=virt.domains_at(uri, f"whether a libvirt domain uses {path}"),
+                           remote=virt.is_remote(uri))
+    inuse.refuse(users, inuse.Command.CREATE, build.disk.describe())
 
 
 def start_journal(build: Build, taken_up: Journal | None) -> None:
@@ -224,9 +232,10 @@ def provide_disk(build: Build, stack: ExitStack, done: bool) -> None:
         build.disk_size = build.disk.size_bytes()
     else:
         # Checked again: the disk may have changed since check_state().
+        check_disk_free(build)
         build.disk_size = storage.ensure_blank_disk(
             build.disk, build.config.size, build.force or build.own_disk,
-            partition.minimum_disk_size(), build.config.libvirt_uri,
+            partition.minimum_disk_size(),
         )
         partition.wipe(build.disk.path, build.disk_size)
     build.device = loopdev.attach(stack, build.disk.path)
@@ -360,7 +369,7 @@ def _hook(build: Build, hook: str) -> None:
 
 def flush(build: Build) -> None:
     """Everything on the disk before success is reported: the loop device gone, then fsync."""
-    loopdev.wait_released(build.disk.path, hint="the build was written out; do not start the "
+    inuse.wait_released(build.disk.path, hint="the build was written out; do not start the "
                           "VM before what holds it has let go of it")
     with open(build.disk.path, "rb") as f:
         os.fsync(f.fileno())

@@ -21,11 +21,10 @@ from pathlib import Path
 
 from hostcreator.config import Config
 from hostcreator.disk import storage
-from hostcreator.errors import DiskInUse
-from hostcreator.host import loopdev, mounts
+from hostcreator.host import inuse, loopdev, mounts
 from hostcreator.log import log_file, logger
 from hostcreator.paths import VmPaths
-from hostcreator.state import journal, lock, mountstate
+from hostcreator.state import journal, lock
 from hostcreator.state.journal import Journal, Status
 from hostcreator.state.lock import vm_lock
 
@@ -86,16 +85,16 @@ def _namespace_still_the_builds(record: Journal) -> bool:
 
 def clear_build(config: Config, name: str, disk: Path) -> Cleared:
     """Undo what an unfinished build of NAME left (the caller holds NAME's lock)."""
-    if mountstate.exists(config.state_dir, name):
-        raise DiskInUse(f"{name} is mounted by mount-vm", hint=f"umount-vm {name} first")
+    inuse.refuse(inuse.users_of(disk, vm=inuse.Vm.of(config, name)), inuse.Command.CLEANUP,
+                 str(disk))
     record = journal.load(config.journal_dir, name)
     cleared = stop_leftovers(config, name, record)
     if disk.exists():
-        loops = storage.loop_devices_of(disk)
+        loops = loopdev.loop_devices_of(disk)
         for loop in loops:
             loopdev.detach(Path(loop))
         cleared.detached = loops
-        loopdev.wait_released(disk, hint="stop what uses it, then run hostcreator cleanup "
+        inuse.wait_released(disk, hint="stop what uses it, then run hostcreator cleanup "
                               f"{name} again")
     if record is not None and record.status is Status.RUNNING:
         record.stop(Status.INTERRUPTED, f"killed (PID {record.pid} was gone); what it left "

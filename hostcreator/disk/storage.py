@@ -9,7 +9,6 @@ both and no kpartx or device-mapper partition mapping is needed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +16,6 @@ from typing import Protocol
 from hostcreator.config import Config, StorageKind
 from hostcreator.disk.partition import GIB
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
-from hostcreator.host import inuse, mounts
 from hostcreator.log import logger
 from hostcreator.paths import VmPaths, disk_name, lv_path
 from hostcreator.run import run
@@ -160,80 +158,12 @@ def signatures(path: Path) -> list[str]:
     return sorted({f"{s.get('type')}" for s in found})
 
 
-def loop_devices_of(path: Path) -> list[str]:
-    """Loop devices that have PATH as their backing file."""
-    result = run(["losetup", "--noheadings", "--output", "NAME", "--associated", path],
-                 capture=True)
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
-
-
-def holders(path: Path) -> list[str]:
-    """What has the block device PATH open exclusively (mounts, dm, md), from sysfs."""
-    try:
-        real = Path(os.path.realpath(path))
-        dev = real.name
-        return sorted(os.listdir(f"/sys/class/block/{dev}/holders"))
-    except OSError:
-        return []
-
-
-def check_not_in_use(path: Path, what: str) -> None:
-    """The disk is not attached to a loop device (mount-vm, a build) nor held by the kernel."""
-    loops = loop_devices_of(path)
-    if loops:
-        raise DiskInUse(
-            f"{what} is in use by {', '.join(loops)}",
-            hint="is the VM mounted (umount-vm) or a build still running?",
-        )
-    held = holders(path)
-    if held:
-        raise DiskInUse(f"{what} is in use by {', '.join(held)}")
-
-
-def check_disk_free(path: Path, what: str, libvirt_uri: str) -> None:
-    """Nothing uses the existing disk PATH (WHAT, for messages); --force never overrides this.
-
-    Refused, each with its own message naming the user: the disk or a partition of it
-    mounted, here or in another mount namespace; attached to a loop device or held by
-    another block device; the disk of a libvirt domain, running or only defined (where
-    libvirt cannot be reached a warning says so and the rest still applies); open in
-    a process (a QEMU started by hand).
-    """
-    loops = [Path(d) for d in loop_devices_of(path)]
-    found = inuse.mounts_of(([path] if path.is_block_device() else []) + loops)
-    if here := [m for m in found if m.holder is None]:
-        raise DiskInUse(f"{what} is mounted: {', '.join(map(str, here))}",
-                        hint=f"unmount it first (umount {here[0].point})")
-    if found:
-        raise DiskInUse(
-            f"{what} is mounted in another mount namespace: {', '.join(map(str, found))}",
-            hint=f"end that process, or unmount it there (nsenter -m -t {found[0].holder} "
-                 f"umount {found[0].point})",
-        )
-    check_not_in_use(path, what)
-    if domains := inuse.domains_with_disk(libvirt_uri, path):
-        raise DiskInUse(f"{what} is the disk of libvirt domain {', '.join(domains)}",
-                        hint="a domain's disk is never built over: shut the domain down and "
-                             "remove it first (virsh destroy / virsh undefine), or choose "
-                             "another name")
-    refuse_open(path, what)
-
-
-def refuse_open(path: Path, what: str) -> None:
-    """No process has the disk open: two VMs on one disk destroy it."""
-    if pids := mounts.processes_using(path):
-        raise DiskInUse(f"{what} is open in process(es) {mounts.describe_processes(pids)}",
-                        hint="is a VM (QEMU) running from it? stop that process first")
-
-
-def check_existing_disk(storage: Storage, force: bool, minimum_bytes: int,
-                        libvirt_uri: str) -> list[str]:
+def check_existing_disk(storage: Storage, force: bool, minimum_bytes: int) -> list[str]:
     """An existing disk may be built on; returns the signatures FORCE lets it overwrite.
 
-    Nothing may use it (check_disk_free, never overridden), it must hold no partition
-    table or file system unless FORCE is given, and it must be large enough.
+    It must hold no partition table or file system unless FORCE is given, and it must
+    be large enough. (That nothing uses it is asked before: inuse.refuse.)
     """
-    check_disk_free(storage.path, storage.describe(), libvirt_uri)
     found = signatures(storage.path)
     if found and not force:
         raise DiskInUse(
@@ -258,14 +188,13 @@ def check_size(storage: Storage, minimum_bytes: int, size: int | None = None) ->
         )
 
 
-def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int,
-                      libvirt_uri: str) -> int:
+def ensure_blank_disk(storage: Storage, size_gib: int, force: bool, minimum_bytes: int) -> int:
     """Create the disk, or check that an existing one may be used (check_existing_disk);
     return its size."""
     if not storage.exists():
         storage.create(size_gib)
         return storage.size_bytes()
-    found = check_existing_disk(storage, force, minimum_bytes, libvirt_uri)
+    found = check_existing_disk(storage, force, minimum_bytes)
     if found:
         logger.warning("overwriting %s (%s) as --force was given", storage.describe(),
                        ", ".join(found))

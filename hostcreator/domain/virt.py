@@ -73,35 +73,66 @@ def state(dom: libvirt.virDomain) -> str:
     return "running" if dom.isActive() else "shut off"
 
 
-def writable_disks(xml: str) -> list[str]:
-    """The writable disks (files and block devices) of a domain XML."""
+def disk_sources(conn: libvirt.virConnect | None, xml: str) -> list[inuse.DiskSource]:
+    """The files and block devices the <disk> elements of a domain XML point at (a pool's
+    volume by its path, when CONN can tell it)."""
     sources = []
     for disk in ET.fromstring(xml).iterfind("devices/disk"):
-        if disk.get("device", "disk") not in ("disk", "lun") or disk.find("readonly") is not None:
-            continue
         source = disk.find("source")
-        if source is not None and (path := source.get("file") or source.get("dev")):
-            sources.append(path)
+        if source is None:
+            continue
+        path = source.get("file") or source.get("dev")
+        if not path and conn is not None and (pool := source.get("pool")) \
+                and (volume := source.get("volume")):
+            with contextlib.suppress(libvirt.libvirtError):
+                path = conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path()
+        if path:
+            writable = disk.get("device", "disk") in ("disk", "lun") \
+                and disk.find("readonly") is None
+            sources.append(inuse.DiskSource(path, writable))
     return sources
 
 
-def domains_using(conn: libvirt.virConnect, path: Path, *, exclude_uuid: str | None = None,
-                  local: bool = True) -> list[str]:
-    """Domains (as 'name (state)') whose live or persistent XML has PATH as a disk."""
-    users = []
+def domain_views(conn: libvirt.virConnect) -> list[inuse.DomainView]:
+    """Every domain with the disks of its live and (for a running one) persistent XML."""
+    views = []
     for dom in conn.listAllDomains(0):
         try:
-            if dom.UUIDString() == exclude_uuid:
-                continue
             xmls = [dom.XMLDesc(0)]
-            if dom.isActive() and dom.isPersistent():
+            running = bool(dom.isActive())
+            if running and dom.isPersistent():
                 xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-            sources = {s for xml in xmls for s in inuse.disk_sources(conn, xml)}
-            if any(inuse.same_file(s, path) if local else s == str(path) for s in sources):
-                users.append(f"{dom.name()} ({state(dom)})")
+            disks = tuple(dict.fromkeys(s for xml in xmls for s in disk_sources(conn, xml)))
+            views.append(inuse.DomainView(dom.name(), dom.UUIDString(), running, disks))
         except libvirt.libvirtError:
             continue  # it went away while we looked
-    return users
+    return views
+
+
+def domains_of(conn: libvirt.virConnect) -> inuse.DomainReader:
+    """The domains of an open connection, for inuse.users_of."""
+    return lambda: domain_views(conn)
+
+
+def domains_at(uri: str, question: str) -> inuse.DomainReader:
+    """The domains at URI, asked read-only when the rule needs them, for inuse.users_of.
+
+    Where libvirt cannot be reached a warning says what cannot be told (QUESTION) and
+    there are none: the rest of the rule still applies.
+    """
+    def read() -> list[inuse.DomainView] | None:
+        try:
+            conn = libvirt.openReadOnly(uri)
+        except libvirt.libvirtError as exc:
+            logger.warning("warning: libvirt at %s cannot be reached (%s): cannot tell %s",
+                           uri, message(exc), question)
+            return None
+        try:
+            return domain_views(conn)
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+    return read
 
 
 def check_network(conn: libvirt.virConnect, name: str) -> None:

@@ -14,20 +14,16 @@ import contextlib
 import fcntl
 import os
 import stat
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pyudev
 
-from hostcreator.disk import storage
-from hostcreator.errors import DiskInUse, HostCreatorError
-from hostcreator.host import mounts
+from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
 from hostcreator.run import run
 
 BLKRRPART = 0x125F
-RELEASE_WAIT_SECONDS = 30.0
 
 
 def attach(stack: ExitStack, backing: Path, read_only: bool = False) -> Path:
@@ -104,27 +100,15 @@ def wait_for_partitions(device: Path, expected: int) -> list[Path]:
     return partitions(device, expected)
 
 
+def loop_devices_of(backing: Path) -> list[str]:
+    """Loop devices that have BACKING as their backing file."""
+    result = run(["losetup", "--noheadings", "--output", "NAME", "--associated", backing],
+                 capture=True)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
 def backing_file(device: Path) -> Path | None:
     with contextlib.suppress(OSError):
         text = Path(f"/sys/class/block/{device.name}/loop/backing_file").read_text()
         return Path(text.strip())
     return None
-
-
-def wait_released(backing: Path, hint: str) -> None:
-    """Wait until no loop device has BACKING: only then is its last file system shut down.
-
-    A loop device whose last user just went away needs a moment to go; one that
-    stays is still used (its file system mounted in another mount namespace, a
-    process holding it), and the error names who.
-    """
-    deadline = time.monotonic() + RELEASE_WAIT_SECONDS
-    while loops := storage.loop_devices_of(backing):
-        if time.monotonic() > deadline:
-            holders = [h for loop in loops for h in mounts.namespaces_holding(Path(loop))]
-            pids = [p for loop in loops for p in mounts.processes_using(Path(loop))]
-            users = holders + ([mounts.describe_processes(pids)] if pids else [])
-            raise DiskInUse(f"{backing} is still attached to {', '.join(loops)}"
-                            + (f": its file system is held by {', '.join(users)}" if users
-                               else ""), hint=hint)
-        time.sleep(0.2)

@@ -282,10 +282,3 @@ def mountinfo_of(pid: int) -> list[MountEntry]:
         return mountinfo(Path(f"/proc/{pid}/mountinfo"))
     except OSError:
         return []
-
-
-def namespaces_holding(device: Path) -> list[str]:
-    """Processes in whose mount namespace a file system on DEVICE (or a partition) is mounted."""
-    sources = {f"/dev/{device.name}", *(f"/dev/{device.name}p{i}" for i in range(1, 16))}
-    return [describe_processes([pid]) for pid, _ns in namespaces()
-            if any(entry.source in sources for entry in mountinfo_of(pid))]

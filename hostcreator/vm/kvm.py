@@ -25,12 +25,12 @@ from hostcreator.domain import bootwait, virt
 from hostcreator.domain import render as domain
 from hostcreator.domain.console import log_size
 from hostcreator.errors import (
-    DiskInUse,
     DomainExists,
     HostCreatorError,
     InvalidInput,
     UnfinishedBuild,
 )
+from hostcreator.host import inuse
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
 from hostcreator.state import journal
@@ -78,9 +78,9 @@ def local_disk(config: Config, name: str) -> storage.Storage:
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist",
                            hint=f"build it first: create-debian {name}")
-    vmmount.check_not_mounted(config, name)
     check_build_finished(config, name)
-    storage.check_not_in_use(disk.path, disk.describe())
+    inuse.refuse(inuse.users_of(disk.path, vm=vmmount.vm_of(config, name)),
+                 inuse.Command.CREATE_KVM, disk.describe(), inuse.Allowed(processes=True))
     return disk
 
 
@@ -151,25 +151,18 @@ def refuse_existing(conn: libvirt.virConnect, name: str) -> None:
                        hint=hint)
 
 
-def refuse_shared_disk(conn: libvirt.virConnect, config: Config, path: Path,
-                       exclude_uuid: str | None = None) -> None:
-    users = virt.domains_using(conn, path, exclude_uuid=exclude_uuid,
-                               local=not virt.is_remote(config.libvirt_uri))
-    if users:
-        raise DiskInUse(f"{path} is the disk of domain {', '.join(users)}",
-                        hint="two domains must never share a disk")
-
-
-def refuse_open_disk(config: Config, path: Path) -> None:
-    """A disk some process has open (a QEMU started by hand) is not booted a second time."""
-    if not virt.is_remote(config.libvirt_uri) and path.exists():
-        storage.refuse_open(path, str(path))
+def refuse_used_disk(conn: libvirt.virConnect, config: Config, path: Path,
+                     started: str | None = None) -> None:
+    """No other domain has the disk (nor, with a local libvirt, a loop device or a process:
+    a QEMU started by hand); STARTED is the UUID of the domain create-kvm --start starts."""
+    remote = virt.is_remote(config.libvirt_uri)
+    users = inuse.users_of(path, domains=virt.domains_of(conn), remote=remote, host=not remote)
+    inuse.refuse(users, inuse.Command.CREATE_KVM, str(path), inuse.Allowed(domain=started))
 
 
 def check_libvirt(conn: libvirt.virConnect, config: Config, name: str, path: Path) -> None:
     refuse_existing(conn, name)
-    refuse_shared_disk(conn, config, path)
-    refuse_open_disk(config, path)
+    refuse_used_disk(conn, config, path)
     if config.network_type is NetworkType.NETWORK:
         virt.check_network(conn, config.network)
 
@@ -268,11 +261,10 @@ def start_existing(config: Config, name: str, *, wait_seconds: float | None = No
         if dom.isActive():
             logger.info("%s is running already", name)
         else:
-            for path in virt.writable_disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)):
-                if local and Path(path).exists():
-                    storage.check_not_in_use(Path(path), path)
-                refuse_shared_disk(conn, config, Path(path), exclude_uuid=dom.UUIDString())
-                refuse_open_disk(config, Path(path))
+            inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            for disk in virt.disk_sources(conn, inactive):
+                if disk.writable:
+                    refuse_used_disk(conn, config, Path(disk.path), started=dom.UUIDString())
             try:
                 dom.create()
             except libvirt.libvirtError as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 from hostcreator.build import recover
 from hostcreator.config import Config
 from hostcreator.disk import partition, storage
+from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.host import inuse, loopdev, mounts
 from hostcreator.log import log_file, logger
@@ -40,8 +41,6 @@ from hostcreator.state.mountstate import MountState
 HOST_COMMANDS = ("losetup", "partx", "mount", "umount")
 # Bound from the host, in this order, so that chroot MOUNTPOINT works.
 BINDS = ("dev", "dev/pts", "proc", "sys")
-ELSEWHERE_HINT = ("the loop device goes by itself once that is closed (a process in its own "
-                  "mount namespace keeps the mounts it copied until it ends)")
 
 
 @dataclass
@@ -69,25 +68,6 @@ class Unmounted:
         return not (self.unmounted or self.detached or self.stale)
 
 
-# --- is it mounted? ------------------------------------------------------------------------
-
-def is_mounted(config: Config, name: str) -> Path | None:
-    """Where mount-vm has NAME mounted (wholly or half), else None."""
-    state = mountstate.load(config.state_dir, name)
-    if state is not None:
-        return state.mountpoint
-    point = VmPaths.of(config, name).mountpoint
-    if mountstate.exists(config.state_dir, name) or mounts.mounts_below(point):
-        return point
-    return None
-
-
-def check_not_mounted(config: Config, name: str) -> None:
-    """Refuse to build, define or start NAME while mount-vm has its disk mounted."""
-    where = is_mounted(config, name)
-    if where is not None:
-        raise DiskInUse(f"{name} is mounted at {where} (mount-vm)",
-                        hint=f"umount-vm {name} first")
 
 
 def _intact(state: MountState) -> bool:
@@ -117,18 +97,12 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
         already = _already_mounted(config, name, read_only)
         if already is not None:
             return already
-        _refuse_leftovers(config, name, disk.path)
-        users = inuse.disk_users(config.libvirt_uri, name, disk.path)
-        if users and not read_only:
-            raise DiskInUse(
-                f"{name} is running: {'; '.join(users)}",
-                hint=f"shut it down first, or look with mount-vm --read-only {name} "
-                     "(no journal replay, nothing written)",
-            )
-        if users:
-            logger.warning("warning: %s is in use (%s): mounting it read-only without journal "
-                           "replay; what the VM wrote lately may be missing", name,
-                           "; ".join(users))
+        uri = config.libvirt_uri
+        domains = virt.domains_at(uri, f"whether a libvirt domain runs {name}")
+        users = inuse.users_of(disk.path, vm=inuse.Vm.of(config, name), domains=domains,
+                               remote=virt.is_remote(uri))
+        inuse.refuse(users, inuse.Command.MOUNT_VM, disk.describe(),
+                     inuse.Allowed(read_only=read_only))
         return _mount(config, name, disk.path, read_only)
 
 
@@ -156,28 +130,6 @@ def _already_mounted(config: Config, name: str, read_only: bool) -> Mounted | No
         raise DiskInUse(f"{name} is mounted read-only at {state.mountpoint}",
                         hint=f"to write: umount-vm {name}, then mount-vm {name}")
     return Mounted(name, state.mountpoint, state.read_only, state.loop, already=True)
-
-
-def _refuse_leftovers(config: Config, name: str, disk: Path) -> None:
-    """A half-mounted VM is cleaned up by umount-vm, never mounted over."""
-    found = []
-    vm = VmPaths.of(config, name)
-    if vm.mount_state.exists():
-        found.append(f"state file {vm.mount_state}")
-    for top in (vm.mountpoint, vm.build_root):
-        found += [f"mount {p}" for p in mounts.mounts_below(top)]
-    loops = storage.loop_devices_of(disk)
-    found += [f"loop device {d}" for d in loops]
-    elsewhere = [w for d in loops for w in inuse.mounted_elsewhere(Path(d))]
-    if found:
-        hint = (ELSEWHERE_HINT if elsewhere and len(found) == len(loops)
-                else f"umount-vm {name} cleans that up")
-        raise DiskInUse(f"{name} is half-mounted or its disk is still attached: "
-                        f"{', '.join(found + elsewhere)}", hint=hint)
-    target = vm.mountpoint
-    if target.is_dir() and any(target.iterdir()):
-        raise DiskInUse(f"{target} is not empty", hint="move its files away; mount-vm "
-                        "would hide them")
 
 
 def _mount(config: Config, name: str, disk: Path, read_only: bool) -> Mounted:
@@ -294,36 +246,17 @@ def _unmount_maintenance(config: Config, state: MountState | None, top: Path) ->
 def _detach_all(state: MountState | None, disks: list[Path], done: Unmounted) -> list[str]:
     loops: list[str] = []
     for disk in disks:
-        if disk.exists():
-            loops += [d for d in storage.loop_devices_of(disk) if d not in loops]
+        users = inuse.users_of(disk)
+        inuse.refuse(users, inuse.Command.UMOUNT_VM, str(disk), inuse.Allowed(loops=True))
+        loops += [str(d) for d in users.loops if str(d) not in loops]
     if state is not None and state.loop is not None and str(state.loop) not in loops:
         # Detached since, or reused for another disk: not ours to touch.
         done.stale.append(f"loop device {state.loop} (no longer attached to {state.disk})")
     for loop in loops:
-        _refuse_foreign_mounts(Path(loop))
         loopdev.detach(Path(loop))
-    remaining = [d for disk in disks if disk.exists() for d in storage.loop_devices_of(disk)]
-    if remaining:
-        raise DiskInUse(_still_attached(remaining), hint=ELSEWHERE_HINT)
+    for disk in disks:
+        inuse.refuse(inuse.users_of(disk), inuse.Command.UMOUNT_VM, str(disk))
     return loops
-
-
-def _still_attached(loops: list[str]) -> str:
-    why = [w for loop in loops for w in inuse.mounted_elsewhere(Path(loop))]
-    users = [p for loop in loops for p in mounts.processes_using(Path(loop))]
-    if users:
-        why.append(f"open by process(es) {mounts.describe_processes(users)}")
-    return (f"{', '.join(loops)} could not be detached: still in use"
-            + (f" ({'; '.join(why)})" if why else ""))
-
-
-def _refuse_foreign_mounts(loop: Path) -> None:
-    """A partition of LOOP mounted elsewhere was mounted by hand: left to whoever did it."""
-    elsewhere = [str(point) for point, source in mounts.mount_points()
-                 if source == str(loop) or source.startswith(f"{loop}p")]
-    if elsewhere:
-        raise DiskInUse(f"{loop} is mounted at {', '.join(elsewhere)}, not by hostcreator",
-                        hint="unmount that yourself, then try again")
 
 
 def _flush(disks: list[Path]) -> None:
