@@ -35,7 +35,6 @@ from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
 from hostcreator.state import journal
 from hostcreator.state.lock import vm_lock
-from hostcreator.vm import mount as vmmount
 
 SYS_NET = Path("/sys/class/net")
 
@@ -79,7 +78,7 @@ def local_disk(config: Config, name: str) -> storage.Storage:
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist",
                            hint=f"build it first: create-debian {name}")
     check_build_finished(config, name)
-    inuse.refuse(inuse.users_of(disk.path, vm=vmmount.vm_of(config, name)),
+    inuse.refuse(inuse.users_of(disk.path, vm=inuse.Vm.of(config, name)),
                  inuse.Command.CREATE_KVM, disk.describe(), inuse.Allowed(processes=True))
     return disk
 
