@@ -34,9 +34,9 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-VersionOption = Annotated[
-    bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version"),
-]
+VERSION_OPTION = typer.Option("--version", callback=_version, is_eager=True,
+                              help="show the version")
+VersionOption = Annotated[bool, VERSION_OPTION]
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ COMMON_OPTIONS: tuple[tuple[str, Any, Any, Any], ...] = (
     ("verbose", bool, False,
      typer.Option("--verbose", "-v", help="show every command and its output")),
     ("debug", bool, False, typer.Option("--debug", help="show tracebacks of errors")),
-    ("version", bool, False,
-     typer.Option("--version", callback=_version, is_eager=True, help="show the version")),
+    ("version", bool, False, VERSION_OPTION),
 )
 JSON_OPTION = ("json_output", bool, False,
                typer.Option("--json", help="print the result (or the error) as JSON on stdout"))
