@@ -24,6 +24,8 @@ def test_create_debian_reports_each_stage_with_its_duration(debian_vm):
     text = log.read_text()
     assert "+ mmdebstrap " in text or "+ debootstrap " in text
     assert "+ chroot " in text and "/root/bin/install.sh" in text
+    # The one GRUB script, given the distribution's kernel.
+    assert re.search(r"/root/bin/grub\.sh /dev/loop\d+ linux-image-amd64 grub-pc\n", text)
 
 
 def test_disk_is_a_sparse_image_with_the_gpt_layout(debian_vm):

@@ -40,7 +40,8 @@ def test_create_ubuntu_bootstraps_the_lts_with_signatures_checked(ubuntu_vm):
         mirror = bootstrap.default_mirror(script, SUITE)
         assert command.endswith(f" {SUITE} {ubuntu_vm.env.state_dir}/build/{ubuntu_vm.name}"
                                 f" {mirror} {script}"), command
-    assert "/root/bin/grub-ubuntu.sh" in log
+    assert re.search(r"/root/bin/grub\.sh /dev/loop\d+ linux-image-virtual initramfs-tools "
+                     r"grub-pc\n", log)
 
 
 def test_disk_is_a_sparse_image_with_the_gpt_layout(ubuntu_vm):

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from hostcreator import config
-from hostcreator.build import skeleton
+from hostcreator.build import bootloader, skeleton
+from hostcreator.distro.debian import DEBIAN
+from hostcreator.distro.ubuntu import UBUNTU
 from hostcreator.resources import shipped
 
 pytestmark = pytest.mark.unit
@@ -52,5 +54,16 @@ def test_skeleton_directory_fallbacks(tmp_path):
 
 def test_shipped_skeleton_has_the_chroot_scripts():
     skel = shipped("skel")
-    for script in ("install.sh", "grub-debian.sh"):
+    for script in ("install.sh", "grub.sh"):
         assert os.access(skel / "root" / "bin" / script, os.X_OK)
+
+
+def test_grub_script_a_skeleton_of_its_own_for_one_distribution_is_preferred(tmp_path):
+    bin_dir = tmp_path / "root" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "grub.sh").write_text("")
+    assert bootloader.script_for(tmp_path, DEBIAN) == "/root/bin/grub.sh"
+    (bin_dir / "grub-debian.sh").write_text("")  # an older skeleton's name
+    assert bootloader.script_for(tmp_path, DEBIAN) == "/root/bin/grub-debian.sh"
+    assert bootloader.script_for(tmp_path, UBUNTU) == "/root/bin/grub.sh"
+    assert DEBIAN.boot_packages == ("linux-image-amd64", "grub-pc")

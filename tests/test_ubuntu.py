@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 
 from hostcreator import config, distro
-from hostcreator.build import bootstrap
+from hostcreator.build import bootloader, bootstrap
 from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
 
@@ -59,8 +59,9 @@ def test_ubuntu_knows_its_archive():
     assert UBUNTU.keyring == Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg")
     assert UBUNTU.keyring_package == "ubuntu-keyring"
     assert UBUNTU.kernel_package in UBUNTU.packages
-    assert UBUNTU.grub_script == "/root/bin/grub-ubuntu.sh"
-    skel = Path(__file__).parent.parent / "skel" / UBUNTU.grub_script.lstrip("/")
+    assert UBUNTU.boot_packages == ("linux-image-virtual", "initramfs-tools", "grub-pc")
+    assert set(UBUNTU.boot_packages) <= set(UBUNTU.packages)
+    skel = Path(__file__).parent.parent / "skel" / bootloader.COMMON_SCRIPT.lstrip("/")
     assert skel.is_file() and skel.stat().st_mode & 0o111
     assert set(UBUNTU.suites.values()) == {"gutsy"}
     assert distro.get("ubuntu") is UBUNTU

@@ -1,4 +1,10 @@
-"""The boot loader: the distribution's grub script in the chroot, then a check.
+"""The boot loader: the skeleton's grub script in the chroot, then a check.
+
+One script serves every distribution: /root/bin/grub.sh DISK PACKAGE..., the
+packages (kernel, what it needs, GRUB) given from the distribution's data. A
+skeleton of its own may still ship a script for one distribution,
+/root/bin/grub-DISTR.sh (the names of older skeletons): it is preferred when
+present, and called the same way.
 
 The check matters: a grub.cfg naming the root by its build-time device
 (/dev/loop0p3) boots nowhere, so the build fails instead of shipping it.
@@ -11,13 +17,23 @@ from pathlib import Path
 
 from hostcreator.build import chroot
 from hostcreator.disk.partition import FileSystems
+from hostcreator.distro import Distribution
 from hostcreator.errors import HostCreatorError
 
+COMMON_SCRIPT = "/root/bin/grub.sh"
 
-def install(root: Path, script: str, disk: Path, fs: FileSystems) -> None:
+
+def script_for(root: Path, distribution: Distribution) -> str:
+    """The skeleton's grub-DISTR.sh when it has one, else the common grub.sh."""
+    own = f"/root/bin/grub-{distribution.name}.sh"
+    return own if (root / own.lstrip("/")).is_file() else COMMON_SCRIPT
+
+
+def install(root: Path, distribution: Distribution, disk: Path, fs: FileSystems) -> None:
+    script = script_for(root, distribution)
     chroot.run_in(
         root,
-        [script, str(disk)],
+        [script, str(disk), *distribution.boot_packages],
         env={"HOSTCREATOR_ROOT_UUID": fs.root_uuid},
         what=script,
     )

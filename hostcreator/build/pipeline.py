@@ -341,7 +341,7 @@ def run_postconfig_hook(build: Build, stack: ExitStack, done: bool) -> None:
 
 def install_boot_loader(build: Build, stack: ExitStack, done: bool) -> None:
     if not done:
-        bootloader.install(build.root, build.distribution.grub_script, build.device,
+        bootloader.install(build.root, build.distribution, build.device,
                            build.filesystems)
 
 

@@ -30,12 +30,18 @@ class Distribution:
     kernel_package: str
     # Installed by debootstrap: what the later stages and a usable VM need.
     packages: tuple[str, ...]
-    grub_script: str
+    # What the kernel needs beside it that its package does not pull in.
+    kernel_companions: tuple[str, ...] = ()
     # Pockets added to the VM's apt sources: (suite suffix, suffix of the mirror
     # URL); Debian's security pocket lives beside the mirror, at <mirror>-security.
     pockets: tuple[tuple[str, str], ...] = ()
     # Suites without such pockets (development suites).
     rolling: frozenset[str] = frozenset()
+
+    @property
+    def boot_packages(self) -> tuple[str, ...]:
+        """What the boot loader stage makes sure of: the kernel and GRUB for BIOS."""
+        return (self.kernel_package, *self.kernel_companions, "grub-pc")
 
     def knows(self, suite: str) -> bool:
         """SUITE is ours, or the host's debootstrap bootstraps it with one of our scripts."""

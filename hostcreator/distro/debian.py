@@ -31,7 +31,6 @@ DEBIAN = Distribution(
         "qemu-guest-agent",
         "ca-certificates",
     ),
-    grub_script="/root/bin/grub-debian.sh",
     pockets=(("-updates", ""), ("-security", "-security")),
     rolling=frozenset({"sid", "unstable", "testing", "forky"}),
 )

@@ -20,11 +20,13 @@ UBUNTU = Distribution(
     components=("main", "restricted", "universe", "multiverse"),
     keyring=Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
     keyring_package="ubuntu-keyring",
+    # The "virtual" kernel is the one made for guests.
     kernel_package="linux-image-virtual",
+    # Ubuntu's kernels only recommend an initramfs generator, and debootstrap
+    # installs no recommendations.
+    kernel_companions=("initramfs-tools",),
     packages=(
         "linux-image-virtual",
-        # Ubuntu's kernels only recommend an initramfs generator, and debootstrap
-        # installs no recommendations.
         "initramfs-tools",
         "grub-pc",
         "openssh-server",
@@ -33,7 +35,6 @@ UBUNTU = Distribution(
         "qemu-guest-agent",
         "ca-certificates",
     ),
-    grub_script="/root/bin/grub-ubuntu.sh",
     # The release pocket never changes after the release: fixes are in these.
     pockets=(("-updates", ""), ("-security", "")),
 )
