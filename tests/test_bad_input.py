@@ -293,6 +293,12 @@ ROWS = [
         "not exist", id="mount-no-disk"),
     row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img holds no GPT partition "
         "table", setup="small-disk", id="mount-blank-disk"),
+    row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img has no ext2/3/4 file "
+        "system on its root partition", hint="mount-vm knows disks with BIOS boot, swap and "
+        "root partitions", setup="gpt-disk", id="mount-gpt-no-root"),
+    row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img does not have the "
+        "partitions create-debian makes (bios, swap, root, in that order): its GPT has 1",
+        setup="one-partition-disk", id="mount-other-layout"),
     row(MOUNT_VM, ["web1"], "{conf}:{line}: MOUNT_DIR: {tmp}/file is not a directory",
         conf="MOUNT_DIR={tmp}/file/mnt", setup="file", id="mount-dir"),
     row(UMOUNT_VM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="umount-name"),
@@ -339,7 +345,7 @@ def make(setup: str | None, tmp: Path) -> None:
         text = {"broken-journal": "{not json", "list-journal": "[]",
                 "nul-journal": journal_text("/tmp/p/im\0g")}[setup]
         (tmp / "journal" / "web1.json").write_text(text)
-    elif setup in ("empty-disk", "dangling-disk", "hand-disk", "gpt-disk"):
+    elif setup in ("empty-disk", "dangling-disk", "hand-disk", "gpt-disk", "one-partition-disk"):
         disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
         disk.parent.mkdir(exist_ok=True)
         if setup == "empty-disk":
@@ -347,7 +353,8 @@ def make(setup: str | None, tmp: Path) -> None:
         elif setup == "dangling-disk":
             disk.symlink_to(tmp / "gone")
         else:
-            hand_made_disk(disk, root_fs=setup == "hand-disk")
+            hand_made_disk(disk, root_fs=setup != "gpt-disk",
+                           only_root=setup == "one-partition-disk")
     elif setup == "file":
         (tmp / "file").write_text("not a directory\n")
     elif setup == "hook-subdir":
@@ -583,7 +590,7 @@ def test_create_kvm_takes_a_hand_made_disk_with_a_note_and_relative_paths(testen
     assert f"<source file='{testenv.image('web1')}'" in result.stdout.replace('"', "'")
     assert f"<source file='{testenv.base}/live.iso'" in result.stdout.replace('"', "'")
     assert (f"note: web1 has no build journal: hostcreator did not build image file "
-            f"{testenv.image('web1')} (a GPT of 3 partition(s), ext2/3/4 on partition 3); it "
-            "is booted as it is") in result.stderr
+            f"{testenv.image('web1')} (the partitions create-debian makes (bios, swap, root), "
+            "ext2/3/4 on root); it is booted as it is") in result.stderr
     assert "note: --set: IMAGE_DIR: the relative path images is taken as" in result.stderr
     assert not testenv.journal_dir.exists() and not testenv.state_dir.exists()

@@ -154,11 +154,7 @@ def unfinished(config: Config) -> list[tuple[str, Journal, str]]:
     journal that cannot be read is warned about, with what to do)."""
     found = []
     for name in journal.names(config.journal_dir):
-        try:
-            record = journal.load(config.journal_dir, name)
-        except BrokenJournal as exc:
-            logger.warning("warning: %s (%s)", exc.message, exc.hint)
-            continue
+        record = journal.load_or_warn(config.journal_dir, name)
         if record is not None and not record.finished:
             found.append((name, record, describe(config, name, record)))
     return found

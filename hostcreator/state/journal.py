@@ -247,6 +247,16 @@ def load(journal_dir: Path, name: str) -> Journal | None:
         raise broken(path, name, str(exc)) from None
 
 
+def load_or_warn(journal_dir: Path, name: str) -> Journal | None:
+    """NAME's journal for a command that only looks (status, umount-vm): one that cannot
+    be read is warned about, with what to do, and taken as none."""
+    try:
+        return load(journal_dir, name)
+    except BrokenJournal as exc:
+        logger.warning("warning: %s (%s)", exc.message, exc.hint)
+        return None
+
+
 def broken(path: Path, name: str, why: str) -> BrokenJournal:
     return BrokenJournal(f"the build journal {path} cannot be read: {printable(why)}",
                          hint=f"hostcreator cleanup {name} sets it aside (renamed, kept)")

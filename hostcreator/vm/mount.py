@@ -29,7 +29,7 @@ from hostcreator.build import recover
 from hostcreator.config import Config
 from hostcreator.disk import gpt, partition, storage
 from hostcreator.domain import virt
-from hostcreator.errors import BrokenJournal, DiskInUse, HostCreatorError, InvalidInput
+from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
 from hostcreator.host import inuse, loopdev, mounts, places
 from hostcreator.log import log_file, logger
 from hostcreator.paths import VmPaths
@@ -91,7 +91,7 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
     disk.check()
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist")
-    check_partitioned(disk.path, disk.describe())
+    gpt.check_mountable(disk.path, disk.describe())  # before a loop device is attached
     require_commands(HOST_COMMANDS)
     places.check_writable(config, ("STATE_DIR", "MOUNT_DIR", "LOG_DIR"))
     with vm_lock(vm, "mount-vm"), log_file(vm.log):
@@ -105,18 +105,6 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
         inuse.refuse(users, inuse.Command.MOUNT_VM, disk.describe(),
                      inuse.Allowed(read_only=read_only))
         return _mount(config, name, disk.path, read_only)
-
-
-def check_partitioned(path: Path, what: str) -> None:
-    """The disk holds the GPT create-debian writes: checked before a loop device is attached."""
-    try:
-        with open(path, "rb") as f:
-            found = gpt.partitions(f.fileno()) is not None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {what}: {exc.strerror}") from None
-    if not found:
-        raise InvalidInput(f"{what} holds no GPT partition table: not a disk create-debian made",
-                           hint="mount-vm knows disks with BIOS boot, swap and root partitions")
 
 
 def _already_mounted(config: Config, name: str, read_only: bool) -> Mounted | None:
@@ -212,7 +200,8 @@ def umount_vm(config: Config, name: str) -> Unmounted:
             done.unmounted += _unmount_maintenance(config, state, top)
         # Only a killed create leaves these (the lock says none runs): what still runs of
         # it is stopped, as create itself would have.
-        done.unmounted += recover.stop_leftovers(config, name, _journal(config, name)).unmounted
+        done.unmounted += recover.stop_leftovers(
+            config, name, journal.load_or_warn(config.journal_dir, name)).unmounted
         done.detached += _detach_all(state, disks, done)
         if vm.mount_state.exists():
             if not (done.unmounted or done.detached):
@@ -222,15 +211,6 @@ def umount_vm(config: Config, name: str) -> Unmounted:
             _remove_dir(top)
         _flush(disks)
         return done
-
-
-def _journal(config: Config, name: str) -> journal.Journal | None:
-    """NAME's journal; one that cannot be read only names no build to stop."""
-    try:
-        return journal.load(config.journal_dir, name)
-    except BrokenJournal as exc:
-        logger.warning("warning: %s (%s)", exc.message, exc.hint)
-        return None
 
 
 def _unmount_maintenance(config: Config, state: MountState | None, top: Path) -> list[Path]:
