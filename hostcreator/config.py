@@ -75,11 +75,34 @@ def _optional_text(value: str) -> str | None:
 def _path(value: str) -> Path:
     if not value:
         raise ValueError("an empty path")
-    return Path(value)
+    return absolute_path(value)
 
 
 def _optional_path(value: str) -> Path | None:
-    return Path(value) if value else None
+    return absolute_path(value) if value else None
+
+
+# Linux's limits (limits.h): a file name of at most NAME_MAX bytes, a path of less than
+# PATH_MAX bytes (the NUL included). Longer ones fail in the middle of a build.
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def absolute_path(value: str) -> Path:
+    """VALUE as an absolute path, a relative one taken from the working directory (the
+    commands run in other directories: a chroot, libvirt); within the system's limits."""
+    # os.path.join keeps "..": normalising it away could step over a symbolic link.
+    path = Path(os.path.join(os.getcwd(), value))
+    size = len(os.fsencode(str(path)))
+    if size >= PATH_MAX:
+        raise ValueError(f"the path {printable(str(path), 60)!r} has {size} bytes, more than "
+                         f"the {PATH_MAX - 1} a path may have")
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(f"the path component {printable(part, 40)!r} has "
+                             f"{len(os.fsencode(part))} bytes, more than the {NAME_MAX} a "
+                             "file name may have")
+    return path
 
 
 def _positive_int(value: str) -> int:
@@ -118,6 +141,7 @@ def _url(*schemes: str) -> Callable[[str], str | None]:
             raise ValueError(f"{shown!r} is not a URL ({' '.join(s + ':' for s in schemes)})")
         return value
 
+    parse.holds_credentials = True  # type: ignore[attr-defined]
     return parse
 
 
@@ -646,6 +670,9 @@ def _apply(values: dict[str, Any], origins: dict[str, Origin], item: Override) -
     except (ValueError, OSError) as exc:  # OSError: a name too long to look up
         raise InvalidInput(f"{where}: {exc}") from None
     origins[item.key] = item.origin
+    if isinstance(values[item.key], Path) and not item.value.startswith("/"):
+        logger.info("note: %s: the relative path %s is taken as %s", where,
+                    printable(item.value), printable(str(values[item.key])))
 
 
 def check_directories(config: Config) -> None:
@@ -745,20 +772,30 @@ def json_of(value: Any) -> Any:
     return str(value)
 
 
-def as_lines(config: Config) -> list[str]:
+def as_lines(config: Config, secrets: bool = False) -> list[str]:
     """KEY=VALUE lines, shell-quoted, each with its origin as a comment: read back as a
-    configuration file, they give CONFIG again."""
+    configuration file, they give CONFIG again - with SECRETS only, as otherwise the
+    passwords in URLs are masked."""
     lines = [f"# configuration file: {printable(str(config.source or 'none'))}"]
     for s in SETTINGS:
         origin = config.origin(s.key)
         comment = "built-in default" if origin.kind is OriginKind.DEFAULT else f"from {origin}"
-        text = text_of(getattr(config, s.field))
+        text = shown(s, text_of(getattr(config, s.field)), secrets)
         lines.append(f"{s.key}={shlex.quote(text) if text else ''}"
                      f"  # {printable(comment)}")
     return lines
 
 
-def as_json(config: Config) -> dict[str, dict[str, Any]]:
-    """{KEY: {"value": ..., "origin": ...}} for every setting."""
-    return {s.key: {"value": json_of(getattr(config, s.field)),
+def as_json(config: Config, secrets: bool = False) -> dict[str, dict[str, Any]]:
+    """{KEY: {"value": ..., "origin": ...}} for every setting (passwords in URLs masked
+    unless SECRETS)."""
+    return {s.key: {"value": shown(s, json_of(getattr(config, s.field)), secrets),
                     "origin": str(config.origin(s.key))} for s in SETTINGS}
+
+
+def shown(setting: Setting, value: Any, secrets: bool) -> Any:
+    """SETTING's VALUE as shown: the password of a URL masked, unless SECRETS."""
+    if secrets or not isinstance(value, str) or not getattr(setting.parse, "holds_credentials",
+                                                            False):
+        return value
+    return mask_credentials(value)

@@ -74,3 +74,9 @@ class UnfinishedBuild(HostCreatorError):
     """An earlier build of the VM did not finish; it is resumed or restarted only when asked."""
 
     exit_code = 6
+
+
+class BrokenJournal(HostCreatorError):
+    """A build journal that cannot be read: how that build ended is not known."""
+
+    exit_code = 6

@@ -39,12 +39,14 @@ def read_bytes(path: Path, what: str, limit: int) -> bytes:
         raise InvalidInput(f"{what}: cannot read {path}: {exc.strerror}") from None
     except ValueError:  # a NUL byte in the name
         raise InvalidInput(f"{what}: {path!r} holds a NUL byte") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
+    # Looked at before a file object is made of it (os.fdopen refuses a directory).
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == DEV_NULL:
             return b""
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{what}: {path} is {_kind(st.st_mode)}, not a file")
+        raise InvalidInput(f"{what}: {path} is {_kind(st.st_mode)}, not a file")
+    with os.fdopen(fd, "rb") as f:
         if st.st_size > limit:
             raise InvalidInput(f"{what}: {path} has {st.st_size} bytes, more than the "
                                f"{limit // KIB} KiB such a file may have")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hostcreator import config, paths
+from hostcreator.disk import partition
 from hostcreator.host import loopdev, mounts
 from hostcreator.state import lock
 
@@ -197,6 +198,29 @@ def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.Completed
         [command(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, **kwargs,
     )
+
+
+def hand_made_disk(path: Path, root_fs: bool = True, only_root: bool = False) -> None:
+    """A small disk as made by hand (no build journal): a GPT written by parted, with an
+    ext4 root if ROOT_FS; hostcreator's partitions (bios, swap, root), or ONLY_ROOT (the
+    one partition an old script may have made). It boots nothing (no boot loader)."""
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    mib = 1 << 20
+    if only_root:
+        subprocess.run(["parted", "--script", str(path), "mklabel", "gpt", "mkpart", "root",
+                        "ext4", "1MiB", "63MiB"], check=True, capture_output=True)
+        root = partition.Part("root", mib, 62 * mib)
+    else:
+        plan = partition.Layout(partition.Part("bios_grub", mib, 4 * mib),
+                                partition.Part("swap", 5 * mib, 8 * mib),
+                                partition.Part("root", 13 * mib, 48 * mib))
+        partition.write_table(path, plan)
+        root = plan.root
+    if root_fs:
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", f"offset={root.start}", str(path),
+                        f"{root.size // 1024}k"], check=True, capture_output=True)
 
 
 def _is_root() -> bool:

@@ -11,18 +11,19 @@ would fail with another message instead of reaching them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import hand_made_disk, run_cli
 
 from hostcreator import paths
 from hostcreator import run as run_module
 from hostcreator.disk import storage
 from hostcreator.errors import InvalidInput
-from hostcreator.host import mounts
+from hostcreator.host import mounts, places
 
 pytestmark = pytest.mark.unit
 
@@ -119,6 +120,8 @@ ROWS = [
     row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}/latin1"],
         "ROOT_PASSWORD_FILE: {tmp}/latin1:1: not UTF-8 (byte 2: 0xfc)", setup="latin1",
         id="password-latin1"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE={tmp}"],
+        "ROOT_PASSWORD_FILE: {tmp} is a directory, not a file", id="password-dir"),
     row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/fifo"],
         "SSH_AUTHORIZED_KEYS: {tmp}/fifo is a FIFO, not a file", setup="fifo", id="keys-fifo"),
     row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/key"],
@@ -128,6 +131,17 @@ ROWS = [
     row(CREATE_DEBIAN, ["web1", "--set", "SSH_AUTHORIZED_KEYS={tmp}/binary"],
         "SSH_AUTHORIZED_KEYS: {tmp}/binary:1: not an SSH public key", setup="binary",
         id="keys-garbage"),
+    # --- paths: within the system's limits, named with their key and origin ---
+    row(CREATE_DEBIAN, ["web1", "--set", "IMAGE_DIR={tmp}/" + "n" * 256],
+        "--set: IMAGE_DIR: the path component '" + "n" * 40 + "...(256 characters)' has 256 "
+        "bytes, more than the 255 a file name may have", id="path-name-max"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: LOG_DIR: the path ", conf="LOG_DIR={tmp}"
+        + "/abcdefgh" * 460, id="path-max"),
+    row(CREATE_KVM, ["web1", "--live-iso", "x" * 300 + ".iso"],
+        "--live-iso: LIVE_ISO: the path component", id="kvm-live-iso-name-max"),
+    row(CREATE_DEBIAN, ["web1", "--set", "ROOT_PASSWORD_FILE=" + "\u00e9" * 130],
+        "ROOT_PASSWORD_FILE: the path component '" + "\u00e9" * 40 + "...(130 characters)' "
+        "has 260 bytes", id="path-name-max-utf8"),
     row(CREATE_DEBIAN, ["web1", "--storage", "lvm"], "--storage: STORAGE=lvm needs VG_NAME",
         id="lvm-no-vg"),
     row(CREATE_DEBIAN, ["web1", "--vg", "vg/../x"],
@@ -196,12 +210,59 @@ ROWS = [
         "GATEWAY=10.0.2.15 is the VM's own address", id="dry-run-gateway"),
     row(CREATE_DEBIAN, ["web1", "--dry-run"], "HOOK_DIR: {tmp}/hooks/postconfig.d/10-site is "
         "a directory", setup="hook-subdir", id="dry-run-hook-d-entry-dir"),
+    # --- where a command writes: can be made and written, before anything is ---
+    row(CREATE_DEBIAN, ["web1", "--set", "STATE_DIR=/proc/nope"], "--set: STATE_DIR: /proc/nope "
+        "cannot be made: nothing can be made in /proc (Operation not supported)",
+        hint="set it to a directory on a writable file system", id="state-dir-proc"),
+    row(CREATE_DEBIAN, ["web1", "--set", "JOURNAL_DIR={tmp}/file"],
+        "--set: JOURNAL_DIR: {tmp}/file is not a directory", setup="file", id="journal-dir-file"),
+    row(CREATE_DEBIAN, ["web1", "--image-dir", "/proc/self"], "--image-dir: IMAGE_DIR: no file "
+        "can be written in /proc/self (Operation not permitted)", id="image-dir-proc-self"),
+    row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: LOG_DIR: /sys/nope/log cannot be made: nothing "
+        "can be made in /sys", conf="LOG_DIR=/sys/nope/log", id="log-dir-sys"),
+    row(CREATE_DEBIAN, ["web1", "--set", "CACHE_DIR=/proc/self/cache"],
+        "CACHE_DIR: /proc/self/cache cannot be made", id="cache-dir-proc"),
+    row(CREATE_DEBIAN, ["web1"], "image file {tmp}/images/web1-disk01.img is a dangling "
+        "symbolic link (to {tmp}/gone)", setup="dangling-disk", id="disk-dangling-link"),
+    row(CREATE_KVM, ["web1", "--set", "STATE_DIR=/proc/nope"],
+        "--set: STATE_DIR: /proc/nope cannot be made", setup="hand-disk", id="kvm-state-dir"),
+    row(MOUNT_VM, ["web1", "--set", "MOUNT_DIR=/proc/self/mnt"],
+        "--set: MOUNT_DIR: /proc/self/mnt cannot be made", setup="hand-disk", id="mount-dir-proc"),
+    # --- SIZE within what the storage holds ---
+    row(CREATE_DEBIAN, ["web1", "--set", "SIZE=1000000000000"],
+        "--set: SIZE: 1000000000000 GiB are more than any file can have", id="size-beyond-files"),
+    # --- build journals that cannot be read: said so, and how to set them aside ---
+    row(CREATE_DEBIAN, ["web1"], "the build journal {tmp}/journal/web1.json cannot be read: "
+        "Expecting property name", code=6,
+        hint="hostcreator cleanup web1 sets it aside (renamed, kept)", setup="broken-journal",
+        id="journal-corrupt"),
+    row(CREATE_DEBIAN, ["web1", "--resume"], "the build journal {tmp}/journal/web1.json cannot "
+        "be read", code=6, setup="broken-journal", id="journal-corrupt-resume"),
+    row(CREATE_UBUNTU, ["web1", "--restart"], "the build journal {tmp}/journal/web1.json cannot "
+        "be read: 'disk' is no absolute path: '/tmp/p/im\\x00g'", code=6,
+        setup="nul-journal", id="journal-nul-path"),
+    row(CREATE_KVM, ["web1"], "the build journal {tmp}/journal/web1.json cannot be read: a JSON "
+        "list, not an object", code=6, setup="hand-disk+list-journal", id="kvm-journal-list"),
+    # --- hostcreator cleanup: a name nothing is known of creates nothing ---
+    row(("hostcreator", "cleanup"), ["web1"], "web1 is not known: it has no build journal "
+        "({tmp}/journal/web1.json) and no disk (image file {tmp}/images/web1-disk01.img does "
+        "not exist)", hint="hostcreator status lists the unfinished builds",
+        id="cleanup-unknown-name"),
+    row(("hostcreator", "cleanup"), ["Bad_Name"], "'Bad_Name' is not a valid host name",
+        id="cleanup-name"),
     # --- create-kvm: libvirt is never asked ---
     row(CREATE_KVM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="kvm-name"),
     row(CREATE_KVM, ["Bad_Name", "--dry-run"], "'Bad_Name' is not a valid host name",
         id="kvm-name-dry-run"),
     row(CREATE_KVM, ["web1"], "web1 has no disk: image file {tmp}/images/web1-disk01.img "
         "does not exist", hint="build it first: create-debian web1", id="kvm-no-disk"),
+    row(CREATE_KVM, ["web1"], "image file {tmp}/images/web1-disk01.img holds no GPT partition "
+        "table (it is empty); refused: it has no bootable layout", setup="empty-disk",
+        id="kvm-empty-disk"),
+    row(CREATE_KVM, ["web1", "--dry-run"], "image file {tmp}/images/web1-disk01.img holds no GPT "
+        "partition table (it is empty)", setup="empty-disk", id="kvm-empty-disk-dry-run"),
+    row(CREATE_KVM, ["web1"], "image file {tmp}/images/web1-disk01.img has no partition with a "
+        "root file system; refused", setup="gpt-disk", id="kvm-gpt-no-root"),
     row(CREATE_KVM, ["web1", "--set", "MEMORY=lots"], "MEMORY: 'lots' is not a whole number",
         id="kvm-memory-text"),
     row(CREATE_KVM, ["web1", "--memory", "64"], "MEMORY: 64 MiB is out of range (256-",
@@ -232,6 +293,12 @@ ROWS = [
         "not exist", id="mount-no-disk"),
     row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img holds no GPT partition "
         "table", setup="small-disk", id="mount-blank-disk"),
+    row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img has no ext2/3/4 file "
+        "system on its root partition", hint="mount-vm knows disks with BIOS boot, swap and "
+        "root partitions", setup="gpt-disk", id="mount-gpt-no-root"),
+    row(MOUNT_VM, ["web1"], "image file {tmp}/images/web1-disk01.img does not have the "
+        "partitions create-debian makes (bios, swap, root, in that order): its GPT has 1",
+        setup="one-partition-disk", id="mount-other-layout"),
     row(MOUNT_VM, ["web1"], "{conf}:{line}: MOUNT_DIR: {tmp}/file is not a directory",
         conf="MOUNT_DIR={tmp}/file/mnt", setup="file", id="mount-dir"),
     row(UMOUNT_VM, ["Bad_Name"], "'Bad_Name' is not a valid host name", id="umount-name"),
@@ -264,8 +331,31 @@ ROWS = [
 ]
 
 
+def journal_text(disk: str) -> str:
+    return json.dumps({"name": "web1", "distribution": "debian", "suite": "trixie",
+                       "disk": disk, "status": "failed"})
+
+
 def make(setup: str | None, tmp: Path) -> None:
-    if setup == "file":
+    if setup and "+" in setup:
+        for part in setup.split("+"):
+            make(part, tmp)
+    elif setup in ("broken-journal", "nul-journal", "list-journal"):
+        (tmp / "journal").mkdir(exist_ok=True)
+        text = {"broken-journal": "{not json", "list-journal": "[]",
+                "nul-journal": journal_text("/tmp/p/im\0g")}[setup]
+        (tmp / "journal" / "web1.json").write_text(text)
+    elif setup in ("empty-disk", "dangling-disk", "hand-disk", "gpt-disk", "one-partition-disk"):
+        disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
+        disk.parent.mkdir(exist_ok=True)
+        if setup == "empty-disk":
+            disk.write_bytes(b"")
+        elif setup == "dangling-disk":
+            disk.symlink_to(tmp / "gone")
+        else:
+            hand_made_disk(disk, root_fs=setup != "gpt-disk",
+                           only_root=setup == "one-partition-disk")
+    elif setup == "file":
         (tmp / "file").write_text("not a directory\n")
     elif setup == "hook-subdir":
         (tmp / "hooks" / "postconfig.d" / "10-site").mkdir(parents=True)
@@ -336,6 +426,8 @@ def test_bad_input(testenv, cmd, args, code, message, hint, conf, setup):
     config.write_text(config.read_text() + fill(conf) + "\n")
     make(setup, tmp)
     before = snapshot(tmp)
+    made = {d: d.exists() for d in (testenv.image_dir, testenv.log_dir, testenv.state_dir,
+                                    testenv.journal_dir)}
 
     result = run_cli(*cmd, "--config", str(config), *map(fill, args), timeout=60)
 
@@ -349,12 +441,10 @@ def test_bad_input(testenv, cmd, args, code, message, hint, conf, setup):
         assert f"{program}: hint: {fill(hint)}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr
     assert result.stdout == "", result.stdout
-    # Nothing touched: no image directory, log, lock or state file; no loop device, no mount.
+    # Nothing touched: no image directory, disk, log, lock, journal or state file (what
+    # SETUP made is as it was); no loop device, no mount.
     assert snapshot(tmp) == before
-    if setup != "small-disk":
-        assert not testenv.image_dir.exists()
-    assert not testenv.log_dir.exists() and not testenv.state_dir.exists()
-    assert not testenv.journal_dir.exists()
+    assert {d: d.exists() for d in made} == made
     assert loop_devices_below(tmp) == []
     assert mounts.mounts_below(tmp) == []
 
@@ -378,3 +468,129 @@ def test_a_missing_volume_group_is_named(monkeypatch):
     with pytest.raises(InvalidInput, match="volume group 'vg0' not found") as exc:
         storage.LvmStorage("vg0", "web1-disk01").check()
     assert exc.value.hint == "check VG_NAME, or use STORAGE=file for image files"
+
+
+def test_the_free_extents_of_the_volume_group_bound_size(monkeypatch):
+    # LVM cannot run here (no device-mapper): vgs's and lvs's answers are faked, the argv
+    # is asserted.
+    calls = []
+
+    def lvm(argv, **_kwargs):
+        calls.append(list(argv))
+        if argv[0] == "vgs":
+            return run_module.Result(list(argv), 0, f"  {10 * storage.GIB}\n", [])
+        return run_module.Result(list(argv), 0, "", [])  # lvs: no LV of that name yet
+
+    monkeypatch.setattr(storage, "run", lvm)
+    volume = storage.LvmStorage("vg0", "web1-disk01")
+    volume.check_room(8 * storage.GIB, "--size: SIZE")
+    with pytest.raises(InvalidInput) as exc:
+        volume.check_room(12 * storage.GIB, "--size: SIZE")
+    assert exc.value.message == "--size: SIZE: 12 GiB do not fit in volume group vg0: 10.0 GiB " \
+        "are free"
+    assert exc.value.hint == "choose a smaller SIZE, or extend the volume group"
+    assert ["vgs", "--noheadings", "--nosuffix", "--units", "b", "-o", "vg_free",
+            "vg0"] in calls
+    assert storage.parse_vg_free("  1073741824\n") == storage.GIB
+
+
+def test_an_image_larger_than_the_free_space_is_warned_about(testenv):
+    # Sparse: it may be made, but the VM fails once it has filled the file system.
+    testenv.write(**{k: v.replace("{tmp}", str(testenv.base)) for k, v in UNREACHABLE.items()})
+    st = os.statvfs(testenv.base)
+    size = st.f_bavail * st.f_frsize // storage.GIB + 2
+    ok = places.probe(testenv.base, size * storage.GIB) is None
+    result = run_cli("create-debian", "web1", "--config", str(testenv.config),
+                     "--size", str(size), timeout=60)
+    if ok:
+        assert f"warning: --size: SIZE: the sparse image of {size} GiB is larger than the" \
+            in result.stderr, result.stderr
+    else:  # a file system whose files cannot be that large (ext4: 16 TiB)
+        assert "can have (File too large)" in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
+    assert not testenv.image_dir.exists() and not testenv.journal_dir.exists()
+
+
+@pytest.mark.parametrize("exponent", [30, 40, 44, 50, 62])
+def test_the_largest_file_is_the_file_systems_answer(tmp_path, exponent):
+    # check_file_size agrees with a real, named file truncated to that size.
+    size = 1 << exponent
+    real = tmp_path / "real"
+    with open(real, "wb") as f:
+        try:
+            f.truncate(size)
+            fits = True
+        except OSError:
+            fits = False
+    real.unlink()
+    if fits:
+        places.check_file_size(tmp_path / "images" / "d.img", size, "SIZE")
+    else:
+        with pytest.raises(InvalidInput, match="can have"):
+            places.check_file_size(tmp_path / "images" / "d.img", size, "SIZE")
+    assert list(tmp_path.iterdir()) == []
+
+
+def errors_of(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if "error:" in line]
+
+
+def test_a_nul_in_a_config_path_spoils_nothing(testenv, tmp_path):
+    # Issue 14, item 1: the bad configuration is refused before anything is written, a
+    # good one then goes as far as it would have, and cleanup is not confused; a journal
+    # an older version wrote with such a path is set aside by cleanup.
+    good = testenv.write(**{k: v.replace("{tmp}", str(testenv.base))
+                            for k, v in UNREACHABLE.items()})
+    bad = tmp_path / "bad.conf"
+    bad.write_bytes(good.read_bytes() + b"IMAGE_DIR=/tmp/p/im\0g\n")
+    result = run_cli("create-debian", "web1", "--config", str(bad), timeout=60)
+    assert result.returncode == 2 and errors_of(result) == [
+        f"create-debian: error: {bad}:{len(good.read_text().splitlines()) + 1}: IMAGE_DIR: "
+        "the value holds the control character \\x00"], result.stderr
+    assert not testenv.journal_dir.exists() and not testenv.state_dir.exists()
+
+    def with_good_config(*argv: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*argv, "web1", "--config", str(good), timeout=60)
+
+    first = with_good_config("create-debian")
+    assert first.returncode == 2 and "archive" in first.stderr, first.stderr  # MIRROR: nowhere
+    assert "journal" not in first.stderr and not testenv.journal_dir.exists()
+    unknown = with_good_config("hostcreator", "cleanup")
+    assert unknown.returncode == 2 and "web1 is not known" in unknown.stderr, unknown.stderr
+    assert not testenv.state_dir.exists() and not testenv.log_dir.exists()
+
+    make("nul-journal", testenv.base)
+    spoiled = with_good_config("create-debian")
+    assert spoiled.returncode == 6 and "cannot be read" in spoiled.stderr, spoiled.stderr
+    assert "hint: hostcreator cleanup web1 sets it aside" in spoiled.stderr
+    status = run_cli("hostcreator", "status", "--config", str(good), timeout=60)
+    assert status.returncode == 0 and "warning: the build journal" in status.stderr, status.stderr
+    cleaned = with_good_config("hostcreator", "cleanup")
+    assert cleaned.returncode == 0, cleaned.stderr
+    aside = list(testenv.journal_dir.glob("web1.json.broken-*"))
+    assert len(aside) == 1 and not (testenv.journal_dir / "web1.json").exists()
+    assert f"was set aside as {aside[0]}" in cleaned.stderr
+    assert "/tmp/p/im" in aside[0].read_text()  # kept as it was, for a look
+    again = with_good_config("create-debian")
+    assert again.returncode == 2 and "archive" in again.stderr, again.stderr
+    assert "journal" not in again.stderr
+
+
+def test_create_kvm_takes_a_hand_made_disk_with_a_note_and_relative_paths(testenv, tmp_path):
+    # A disk hostcreator did not build (no journal) but with a GPT and a root file system;
+    # relative paths (IMAGE_DIR, --live-iso) are made absolute before the XML is checked.
+    conf = testenv.write(LIBVIRT_URI=NOWHERE, NETWORK_TYPE="user")
+    hand_made_disk(testenv.image("web1"), root_fs=True)
+    (testenv.base / "live.iso").write_bytes(b"")
+    result = run_cli("create-kvm", "web1", "--config", str(conf), "--dry-run",
+                     "--set", "IMAGE_DIR=images", "--live-iso", "live.iso", cwd=testenv.base,
+                     timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"<source file='{testenv.image('web1')}'" in result.stdout.replace('"', "'")
+    assert f"<source file='{testenv.base}/live.iso'" in result.stdout.replace('"', "'")
+    assert (f"note: web1 has no build journal: hostcreator did not build image file "
+            f"{testenv.image('web1')} (the partitions create-debian makes (bios, swap, root), "
+            "ext2/3/4 on root); it is booted as it is") in result.stderr
+    assert "note: --set: IMAGE_DIR: the relative path images is taken as" in result.stderr
+    assert not testenv.journal_dir.exists() and not testenv.state_dir.exists()

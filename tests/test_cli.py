@@ -60,6 +60,32 @@ def test_config_command_output_read_back_is_the_same_configuration(testenv, tmp_
     assert original.network == "br 'one' \"two\"" and original.insecure_no_signature_check
 
 
+def test_config_command_masks_url_passwords_unless_asked(testenv, tmp_path):
+    testenv.write(APT_PROXY="http://me:s3cret@proxy:3128", MIRROR="http://h/debian")
+    shown = run_cli("hostcreator", "config", "--config", str(testenv.config))
+    assert shown.returncode == 0, shown.stderr
+    assert "APT_PROXY='http://me:***@proxy:3128'  # from" in shown.stdout
+    assert "s3cret" not in shown.stdout
+    as_json = run_cli("hostcreator", "config", "--config", str(testenv.config), "--json")
+    assert json.loads(as_json.stdout)["APT_PROXY"]["value"] == "http://me:***@proxy:3128"
+    clear = run_cli("hostcreator", "config", "--config", str(testenv.config), "--show-secrets")
+    assert "APT_PROXY=http://me:s3cret@proxy:3128  # from" in clear.stdout
+    again = tmp_path / "again.conf"
+    again.write_text(clear.stdout)
+    assert config.load(again, environ={}) == config.load(testenv.config, environ={})
+
+
+def test_relative_paths_are_made_absolute_and_said_so(testenv, tmp_path):
+    testenv.write()
+    result = run_cli("hostcreator", "config", "--config", str(testenv.config),
+                     "--set", "IMAGE_DIR=im/../g", "--set", "LIVE_ISO=a.iso", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"IMAGE_DIR={tmp_path}/im/../g  # from --set" in result.stdout.splitlines()
+    assert f"LIVE_ISO={tmp_path}/a.iso  # from --set" in result.stdout.splitlines()
+    assert (f"note: --set: IMAGE_DIR: the relative path im/../g is taken as "
+            f"{tmp_path}/im/../g") in result.stderr
+
+
 def test_cli_options_are_named_as_the_origin_of_their_values(testenv):
     result = run_cli("create-debian", "web1", "--config", str(testenv.config),
                      "--storage", "lvm")

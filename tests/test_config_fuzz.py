@@ -60,7 +60,7 @@ def load_or_error(path: Path, sets: list[str]) -> config.Config | None:
 
 
 def assert_round_trip(cfg: config.Config, path: Path) -> None:
-    path.write_text("\n".join(config.as_lines(cfg)) + "\n")
+    path.write_text("\n".join(config.as_lines(cfg, secrets=True)) + "\n")
     assert config.load(path, environ={}) == cfg
 
 
@@ -88,7 +88,7 @@ def test_any_set_option_is_a_configuration_or_one_error(tmp_path, sets):
 def test_the_config_command_on_any_file(tmp_path, data):
     path = tmp_path / "fuzz.conf"
     path.write_bytes(data)
-    result = run_cli("hostcreator", "config", "-c", str(path), timeout=30)
+    result = run_cli("hostcreator", "config", "--show-secrets", "-c", str(path), timeout=30)
     assert result.returncode in (0, 2), result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     if result.returncode == 2:

@@ -8,7 +8,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import run_cli, unique_name
+from conftest import hand_made_disk, run_cli, unique_name
 
 from hostcreator import cli
 
@@ -17,12 +17,11 @@ NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 
 @pytest.fixture
 def setup(testenv):
-    """A config file and an (empty, sparse) disk for a VM; libvirt is unreachable."""
+    """A config file and a disk for a VM (made by hand: GPT and root file system, no
+    journal); libvirt is unreachable."""
     name = unique_name()
-    testenv.image_dir.mkdir()
     disk = testenv.image(name)
-    with open(disk, "wb") as f:
-        f.truncate(1 << 30)
+    hand_made_disk(disk)
     conf = testenv.write(LIBVIRT_URI=NOWHERE, NETWORK_TYPE="user", VIRT_TYPE="qemu")
     return name, conf, disk
 

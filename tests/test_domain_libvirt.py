@@ -41,10 +41,10 @@ def create_kvm(name: str, env: conftest.TestEnv, *args: str) -> subprocess.Compl
 
 
 def blank_disk(env: conftest.TestEnv, name: str) -> Path:
-    """A disk that exists but boots nothing: enough where the guest need not come up."""
+    """A disk that exists but boots nothing (a GPT and a root file system, no boot loader):
+    enough where the guest need not come up."""
     path = env.image(name)
-    with open(path, "wb") as f:
-        f.truncate(1 << 30)
+    conftest.hand_made_disk(path)
     return path
 
 

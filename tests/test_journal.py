@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli
 
 from hostcreator import config
+from hostcreator.errors import BrokenJournal
 from hostcreator.state import journal
 from hostcreator.state.journal import Journal, Stage, Status
 
@@ -73,9 +74,38 @@ def test_settings_keep_no_password_of_a_url(testenv):
 
 
 @pytest.mark.unit
-def test_an_unreadable_journal_is_warned_about_and_ignored(tmp_path):
-    (tmp_path / "web1.json").write_text("{not json")
-    assert journal.load(tmp_path, "web1") is None
+@pytest.mark.parametrize("text,why", [
+    ("{not json", "Expecting property name"),
+    ("[]", "a JSON list, not an object"),
+    ('{"name": "web1", "distribution": "debian", "suite": "trixie"}', "no 'disk'"),
+    ('{"name": "web1", "distribution": "debian", "suite": "trixie", "disk": 5}',
+     "'disk' is a JSON int"),
+    ('{"name": "web2", "distribution": "debian", "suite": "trixie", "disk": "/d"}',
+     "it is the journal of 'web2'"),
+    ('{"name": "web1", "distribution": "debian", "suite": "trixie", "disk": "/d\\u0000x"}',
+     "'disk' is no absolute path: '/d\\x00x'"),
+    ('{"name": "web1", "distribution": "debian", "suite": "trixie", "disk": "/d", '
+     '"status": "done"}', "unknown status 'done'"),
+    ('{"name": "web1", "distribution": "debian", "suite": "trixie", "disk": "/d", '
+     '"done": [1]}', "'done' or 'runs' holds other things"),
+    ("\udcff", "invalid"),
+])
+def test_an_unreadable_journal_is_an_error_saying_why(tmp_path, text, why):
+    (tmp_path / "web1.json").write_bytes(text.encode(errors="surrogateescape"))
+    with pytest.raises(BrokenJournal) as exc:
+        journal.load(tmp_path, "web1")
+    assert exc.value.message.startswith(f"the build journal {tmp_path}/web1.json cannot be "
+                                        "read: "), exc.value.message
+    assert why in exc.value.message
+    assert exc.value.exit_code == 6
+    assert exc.value.hint == "hostcreator cleanup web1 sets it aside (renamed, kept)"
+
+
+@pytest.mark.unit
+def test_a_journal_that_is_a_directory_is_broken_too(tmp_path):
+    (tmp_path / "web1.json").mkdir()
+    with pytest.raises(BrokenJournal, match=r"web1\.json is a directory, not a file"):
+        journal.load(tmp_path, "web1")
 
 
 @pytest.mark.unit

@@ -48,7 +48,7 @@ from hostcreator.disk import fstab, partition, storage
 from hostcreator.distro import Distribution
 from hostcreator.domain import virt
 from hostcreator.errors import Interrupted, InvalidInput, UnfinishedBuild
-from hostcreator.host import inuse, loopdev
+from hostcreator.host import inuse, loopdev, places
 from hostcreator.host.mounts import mount, private_namespace, syncfs
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
@@ -145,12 +145,25 @@ def validate(build: Build) -> None:
         require_commands(cache.COMMANDS)
     if config.storage_kind is StorageKind.LVM:
         require_commands(("lvs", "vgs", "lvcreate"))
+    check_directories(config, build.cache_mode)
+    journal.load(config.journal_dir, build.name)  # one that cannot be read: said here
     build.disk = storage.for_vm(config, build.name)
     build.disk.check()
     storage.check_size(build.disk, partition.minimum_disk_size())
+    build.disk.check_room(config.size * storage.GIB, f"{config.origin('SIZE')}: SIZE")
     # Last, as it asks the network: the archive must offer the suite.
     archive.check_suite(build.distribution, build.suite, bootstrap.archive_mirror(build.plan),
                         config.apt_proxy)
+
+
+def check_directories(config: Config, mode: cache.Mode) -> None:
+    """Where the build writes can be written: nothing is written before."""
+    keys = ["LOG_DIR", "STATE_DIR", "JOURNAL_DIR"]
+    if config.storage_kind is StorageKind.FILE:
+        keys.append("IMAGE_DIR")
+    if mode is not cache.Mode.OFF:
+        keys.append("CACHE_DIR")
+    places.check_writable(config, keys)
 
 
 def check_previous(build: Build, previous: Journal | None) -> Journal | None:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from hostcreator.config import Config
 from hostcreator.disk import storage
-from hostcreator.host import inuse, loopdev, mounts
+from hostcreator.errors import BrokenJournal, InvalidInput
+from hostcreator.host import inuse, loopdev, mounts, places
 from hostcreator.log import log_file, logger
 from hostcreator.paths import VmPaths
 from hostcreator.state import journal, lock
@@ -106,13 +107,38 @@ def clear_build(config: Config, name: str, disk: Path) -> Cleared:
 
 
 def cleanup(config: Config, name: str) -> tuple[Cleared, Journal | None]:
-    """`hostcreator cleanup NAME`: undo what a killed build of NAME left; its journal after."""
+    """`hostcreator cleanup NAME`: undo what a killed build of NAME left; its journal after.
+
+    A journal that cannot be read is set aside first (renamed, kept for a look): what
+    the build left is then found from the configuration's disk and build root.
+    """
     vm = VmPaths.of(config, name)
-    with vm_lock(vm, "cleanup"), log_file(vm.log):
+    try:
         record = journal.load(config.journal_dir, name)
-        disk = record.disk if record else storage.for_vm(config, name).path
-        cleared = clear_build(config, name, disk)
+        broken = False
+    except BrokenJournal as exc:
+        logger.warning("warning: %s", exc.message)
+        record, broken = None, True
+    disk = storage.for_vm(config, name)
+    if record is None and not broken:
+        refuse_unknown(config, vm, disk)
+    places.check_writable(config, ("STATE_DIR", "LOG_DIR"))
+    with vm_lock(vm, "cleanup"), log_file(vm.log):
+        if broken:
+            journal.set_aside(config.journal_dir, name)
+        record = journal.load(config.journal_dir, name)
+        cleared = clear_build(config, name, record.disk if record else disk.path)
         return cleared, journal.load(config.journal_dir, name)
+
+
+def refuse_unknown(config: Config, vm: VmPaths, disk: storage.Storage) -> None:
+    """A name nothing is known of (no journal, no disk, no mount state, nothing mounted at
+    its build root) is most likely a typo: no lock or log is made for it."""
+    if disk.exists() or vm.mount_state.exists() or mounts.mounts_below(vm.build_root):
+        return
+    raise InvalidInput(f"{vm.name} is not known: it has no build journal ({vm.journal}) and "
+                       f"no disk ({disk.describe()} does not exist)",
+                       hint="hostcreator status lists the unfinished builds")
 
 
 def describe(config: Config, name: str, record: Journal) -> str:
@@ -124,10 +150,11 @@ def describe(config: Config, name: str, record: Journal) -> str:
 
 
 def unfinished(config: Config) -> list[tuple[str, Journal, str]]:
-    """The builds that run or did not finish: name, journal and how each stands."""
+    """The builds that run or did not finish: name, journal and how each stands (a
+    journal that cannot be read is warned about, with what to do)."""
     found = []
     for name in journal.names(config.journal_dir):
-        record = journal.load(config.journal_dir, name)
+        record = journal.load_or_warn(config.journal_dir, name)
         if record is not None and not record.finished:
             found.append((name, record, describe(config, name, record)))
     return found

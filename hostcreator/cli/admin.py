@@ -16,11 +16,17 @@ from hostcreator.vm import mount as vmmount
 
 
 @command("config", reports=True)
-def show_config(common: Common) -> None:
+def show_config(
+    common: Common,
+    show_secrets: Annotated[bool, typer.Option(
+        "--show-secrets", help="print the passwords in URLs (masked as *** otherwise)")] = False,
+) -> None:
     """Print the effective configuration as shell-quoted KEY=VALUE lines, each with its
-    origin (read back as a configuration file, they give the same configuration)."""
+    origin (read back as a configuration file, they give the same configuration; with
+    --show-secrets when a URL holds a password)."""
     cfg = common.config()
-    common.emit(config.as_json(cfg), lambda: typer.echo("\n".join(config.as_lines(cfg))))
+    common.emit(config.as_json(cfg, show_secrets),
+                lambda: typer.echo("\n".join(config.as_lines(cfg, show_secrets))))
 
 
 @command("status", reports=True)

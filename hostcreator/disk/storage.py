@@ -9,6 +9,7 @@ both and no kpartx or device-mapper partition mapping is needed.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +17,7 @@ from typing import Protocol
 from hostcreator.config import Config, StorageKind
 from hostcreator.disk.partition import GIB
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
+from hostcreator.host import places
 from hostcreator.log import logger
 from hostcreator.paths import VmPaths, disk_name, lv_path
 from hostcreator.run import run
@@ -35,6 +37,8 @@ class Storage(Protocol):
 
     def create(self, size_gib: int) -> None: ...
 
+    def check_room(self, size: int, what: str) -> None: ...
+
 
 @dataclass
 class FileStorage:
@@ -51,6 +55,21 @@ class FileStorage:
             for parent in self.path.parents:
                 if parent.exists() and not parent.is_dir():
                     raise InvalidInput(f"IMAGE_DIR: {parent} is not a directory")
+        if self.path.is_symlink() and not self.path.exists():
+            raise InvalidInput(f"{self.describe()} is a dangling symbolic link (to "
+                               f"{os.readlink(self.path)})",
+                               hint="remove the link, or make it point to the disk image")
+
+    def check_room(self, size: int, what: str) -> None:
+        """A new image of SIZE bytes can be made; a warning when, filled, it would not fit."""
+        if self.path.exists():
+            return
+        places.check_file_size(self.path, size, what)
+        free = places.free_bytes(self.path.parent)
+        if size > free:
+            logger.warning("warning: %s: the sparse image of %.0f GiB is larger than the "
+                           "%.1f GiB free on its file system: the VM fails once it fills "
+                           "them", what, size / GIB, free / GIB)
 
     def exists(self) -> bool:
         if self.path.exists() and not self.path.is_file():
@@ -97,6 +116,18 @@ def parse_lvs(output: str) -> list[LogicalVolume]:
     return volumes
 
 
+def vgs_command(vg: str) -> list[str]:
+    return ["vgs", "--noheadings", "--nosuffix", "--units", "b", "-o", "vg_free", vg]
+
+
+def parse_vg_free(output: str) -> int:
+    """The free bytes of the volume group vgs_command() printed."""
+    try:
+        return int(output.strip())
+    except ValueError:
+        raise HostCreatorError(f"cannot parse vgs output: {output.strip()!r}") from None
+
+
 def lvcreate_command(vg: str, lv: str, size_gib: int) -> list[str]:
     return ["lvcreate", "--yes", "--wipesignatures", "y", "-n", lv, "-L", f"{size_gib}g", vg]
 
@@ -116,13 +147,27 @@ class LvmStorage:
         return f"logical volume {self.vg}/{self.lv}"
 
     def check(self) -> None:
-        result = run(["vgs", "--noheadings", "-o", "vg_name", self.vg], check=False,
-                     capture=True)
+        self.free()
+
+    def free(self) -> int:
+        """The free bytes of the volume group, which must exist."""
+        result = run(vgs_command(self.vg), check=False, capture=True)
         if result.returncode != 0:
             raise InvalidInput(
                 f"volume group {self.vg!r} not found",
                 hint="check VG_NAME, or use STORAGE=file for image files",
             )
+        return parse_vg_free(result.stdout)
+
+    def check_room(self, size: int, what: str) -> None:
+        """A new logical volume of SIZE bytes fits in the free extents of the volume group."""
+        if self.exists():
+            return
+        free = self.free()
+        if size > free:
+            raise InvalidInput(f"{what}: {size / GIB:.0f} GiB do not fit in volume group "
+                               f"{self.vg}: {free / GIB:.1f} GiB are free",
+                               hint="choose a smaller SIZE, or extend the volume group")
 
     def _volume(self) -> LogicalVolume | None:
         result = run(lvs_command(self.vg), capture=True)

@@ -18,13 +18,18 @@ configuration gives, with any password in a URL masked.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from hostcreator.config import SETTINGS, Config, mask_credentials
+from hostcreator.config import SETTINGS, Config, mask_credentials, printable
+from hostcreator.errors import BrokenJournal, InvalidInput
+from hostcreator.inputs import read_bytes
+from hostcreator.log import logger
 from hostcreator.state.statefile import StateFiles
 
 VERSION = 1
@@ -173,6 +178,39 @@ class Journal:
         return cls(**fields)
 
 
+# The JSON type of each field (None: may be null); the first four must be there.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "distribution": (str,), "suite": (str,), "disk": (str,),
+    "status": (str,), "done": (list,), "stage": (str, type(None)), "pid": (int,),
+    "namespace": (str, type(None)), "loop": (str, type(None)), "root": (str, type(None)),
+    "root_uuid": (str, type(None)), "swap_uuid": (str, type(None)),
+    "rootfs": (str, type(None)), "error": (str, type(None)), "started": (str,),
+    "updated": (str,), "settings": (dict,), "runs": (list,),
+}
+REQUIRED = ("name", "distribution", "suite", "disk")
+PATHS = ("disk", "loop", "root")
+
+
+def check(data: Any, name: str) -> None:
+    """DATA is the journal of NAME as save() writes it; a ValueError says what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    if missing := [k for k in REQUIRED if k not in data]:
+        raise ValueError(f"no {missing[0]!r}")
+    for key, types in FIELD_TYPES.items():
+        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
+            raise ValueError(f"{key!r} is a JSON {type(data[key]).__name__}")
+    if data["name"] != name:
+        raise ValueError(f"it is the journal of {printable(data['name'])!r}")
+    if data.get("status", Status.RUNNING) not in set(Status):
+        raise ValueError(f"unknown status {printable(str(data['status']))!r}")
+    for key in PATHS:
+        if data.get(key) and ("\0" in data[key] or not data[key].startswith("/")):
+            raise ValueError(f"{key!r} is no absolute path: '{printable(data[key])}'")
+    if not all(isinstance(s, str) for s in (*data.get("done", []), *data.get("runs", []))):
+        raise ValueError("'done' or 'runs' holds other things than text")
+
+
 def files(journal_dir: Path) -> StateFiles[Journal]:
     return StateFiles(journal_dir, "build journal", Journal.from_json)
 
@@ -187,9 +225,52 @@ def save(journal_dir: Path, journal: Journal) -> None:
     files(journal_dir).save(journal)
 
 
+# Far more than any journal holds (a few KiB), little enough to read at once.
+SIZE_LIMIT = 4 * 1024 * 1024
+
+
 def load(journal_dir: Path, name: str) -> Journal | None:
-    """NAME's journal, or None when there is none (an unreadable one is warned about)."""
-    return files(journal_dir).load(name)
+    """NAME's journal, or None when there is none; one that cannot be read is an error
+    (BrokenJournal): how that build ended is not known, so nothing goes on from it."""
+    path = path_of(journal_dir, name)
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = read_bytes(path, "build journal", SIZE_LIMIT)
+    except InvalidInput as exc:  # a directory, a FIFO, too big, unreadable
+        raise broken(path, name, exc.message.split(": ", 1)[-1]) from None
+    try:
+        parsed = json.loads(data)
+        check(parsed, name)
+        return Journal.from_json(parsed)
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise broken(path, name, str(exc)) from None
+
+
+def load_or_warn(journal_dir: Path, name: str) -> Journal | None:
+    """NAME's journal for a command that only looks (status, umount-vm): one that cannot
+    be read is warned about, with what to do, and taken as none."""
+    try:
+        return load(journal_dir, name)
+    except BrokenJournal as exc:
+        logger.warning("warning: %s (%s)", exc.message, exc.hint)
+        return None
+
+
+def broken(path: Path, name: str, why: str) -> BrokenJournal:
+    return BrokenJournal(f"the build journal {path} cannot be read: {printable(why)}",
+                         hint=f"hostcreator cleanup {name} sets it aside (renamed, kept)")
+
+
+def set_aside(journal_dir: Path, name: str) -> Path:
+    """Rename NAME's unreadable journal to NAME.json.broken-<time>; returns the new path."""
+    path = path_of(journal_dir, name)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = next(p for n in range(1000) if not os.path.lexists(
+        p := path.with_name(f"{path.name}.broken-{stamp}" + (f".{n}" if n else ""))))
+    path.rename(aside)
+    logger.warning("warning: the unreadable build journal %s was set aside as %s", path, aside)
+    return aside
 
 
 def names(journal_dir: Path) -> list[str]:

@@ -20,7 +20,7 @@ import libvirt
 
 from hostcreator.build import recover
 from hostcreator.config import Config, NetworkType, StorageKind, VirtType
-from hostcreator.disk import storage
+from hostcreator.disk import gpt, storage
 from hostcreator.domain import bootwait, virt
 from hostcreator.domain import render as domain
 from hostcreator.domain.console import log_size
@@ -30,7 +30,7 @@ from hostcreator.errors import (
     InvalidInput,
     UnfinishedBuild,
 )
-from hostcreator.host import inuse
+from hostcreator.host import inuse, places
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths, validate_name
 from hostcreator.state import journal
@@ -77,25 +77,34 @@ def local_disk(config: Config, name: str) -> storage.Storage:
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist",
                            hint=f"build it first: create-debian {name}")
-    check_build_finished(config, name)
+    check_build_finished(config, name, disk)
     inuse.refuse(inuse.users_of(disk.path, vm=inuse.Vm.of(config, name)),
                  inuse.Command.CREATE_KVM, disk.describe(), inuse.Allowed(processes=True))
     return disk
 
 
-def check_build_finished(config: Config, name: str) -> None:
-    """A disk whose build did not finish (or is still running) is not booted."""
+def check_build_finished(config: Config, name: str, disk: storage.Storage) -> None:
+    """A disk whose build did not finish (or is still running) is not booted; one without a
+    journal (made by hand, or by the old kvm-hostcreator) only with a bootable layout."""
     record = journal.load(config.journal_dir, name)
-    if record is not None and not record.finished:
+    if record is None:
+        found = gpt.check_bootable(disk.path, disk.describe())
+        logger.info("note: %s has no build journal: hostcreator did not build %s (%s); it is "
+                    "booted as it is", name, disk.describe(), found)
+        return
+    if not record.finished:
         raise UnfinishedBuild(
             f"the build of {name} did not finish: it {recover.describe(config, name, record)}",
             hint=f"finish it first: create-{record.distribution} {name} --resume (or --restart)",
         )
 
 
-def check_locally(config: Config, name: str) -> storage.Storage:
-    """Everything that can be checked without libvirt."""
+def check_locally(config: Config, name: str, writes: bool = True) -> storage.Storage:
+    """Everything that can be checked without libvirt (and, when it WRITES, the directories
+    of its lock, log and serial console)."""
     validate_name(name)
+    if writes:
+        places.check_writable(config, ("STATE_DIR", "LOG_DIR"))
     check_live_iso(config)
     if not virt.is_remote(config.libvirt_uri):
         check_bridge(config)
@@ -129,7 +138,7 @@ def render_checked(spec: domain.DomainSpec) -> tuple[str, str | None]:
 
 def dry_run(config: Config, name: str) -> str:
     """The XML create-kvm would give libvirt; libvirt is not asked anything."""
-    disk = check_locally(config, name)
+    disk = check_locally(config, name, writes=False)
     persistent, live = render_checked(make_spec(config, name, disk, None))
     if live is None:
         return persistent

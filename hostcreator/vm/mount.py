@@ -27,10 +27,10 @@ from pathlib import Path
 
 from hostcreator.build import recover
 from hostcreator.config import Config
-from hostcreator.disk import partition, storage
+from hostcreator.disk import gpt, partition, storage
 from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, HostCreatorError, InvalidInput
-from hostcreator.host import inuse, loopdev, mounts
+from hostcreator.host import inuse, loopdev, mounts, places
 from hostcreator.log import log_file, logger
 from hostcreator.paths import VmPaths
 from hostcreator.run import require_commands
@@ -91,8 +91,9 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
     disk.check()
     if not disk.exists():
         raise InvalidInput(f"{name} has no disk: {disk.describe()} does not exist")
-    check_partitioned(disk.path, disk.describe())
+    gpt.check_mountable(disk.path, disk.describe())  # before a loop device is attached
     require_commands(HOST_COMMANDS)
+    places.check_writable(config, ("STATE_DIR", "MOUNT_DIR", "LOG_DIR"))
     with vm_lock(vm, "mount-vm"), log_file(vm.log):
         already = _already_mounted(config, name, read_only)
         if already is not None:
@@ -104,22 +105,6 @@ def mount_vm(config: Config, name: str, read_only: bool = False) -> Mounted:
         inuse.refuse(users, inuse.Command.MOUNT_VM, disk.describe(),
                      inuse.Allowed(read_only=read_only))
         return _mount(config, name, disk.path, read_only)
-
-
-# Where a GPT header is: LBA 1 of 512- or 4096-byte sectors.
-GPT_HEADERS = (512, 4096)
-
-
-def check_partitioned(path: Path, what: str) -> None:
-    """The disk holds the GPT create-debian writes: checked before a loop device is attached."""
-    try:
-        with open(path, "rb") as f:
-            found = any(os.pread(f.fileno(), 8, at) == b"EFI PART" for at in GPT_HEADERS)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {what}: {exc.strerror}") from None
-    if not found:
-        raise InvalidInput(f"{what} holds no GPT partition table: not a disk create-debian made",
-                           hint="mount-vm knows disks with BIOS boot, swap and root partitions")
 
 
 def _already_mounted(config: Config, name: str, read_only: bool) -> Mounted | None:
@@ -216,7 +201,7 @@ def umount_vm(config: Config, name: str) -> Unmounted:
         # Only a killed create leaves these (the lock says none runs): what still runs of
         # it is stopped, as create itself would have.
         done.unmounted += recover.stop_leftovers(
-            config, name, journal.load(config.journal_dir, name)).unmounted
+            config, name, journal.load_or_warn(config.journal_dir, name)).unmounted
         done.detached += _detach_all(state, disks, done)
         if vm.mount_state.exists():
             if not (done.unmounted or done.detached):
