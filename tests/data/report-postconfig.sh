@@ -20,6 +20,7 @@ done
     echo "HCREPORT cmdline=$(cat /proc/cmdline)"
     echo "HCREPORT swap=$(swapon --show=NAME --noheadings | head -n 1)"
     echo "HCREPORT swap_uuid=$(lsblk -n -o UUID "$(swapon --show=NAME --noheadings | head -n 1)")"
+    echo "HCREPORT device_timeout=$(systemctl show -P DefaultDeviceTimeoutUSec)"
     echo "HCREPORT ipv4=$(ip -4 -o addr show scope global | awk '{print $2 "=" $4}' | head -n 1)"
     if [ -e /usr/sbin/policy-rc.d ]; then echo "HCREPORT policy_rc_d=present"
     else echo "HCREPORT policy_rc_d=absent"; fi
