@@ -53,6 +53,7 @@ class BootstrapTool(StrEnum):
 
 
 class NetworkType(StrEnum):
+    AUTO = "auto"
     BRIDGE = "bridge"
     NETWORK = "network"
     USER = "user"
@@ -62,10 +63,6 @@ class Graphics(StrEnum):
     VNC = "vnc"
     SPICE = "spice"
     NONE = "none"
-
-
-def _text(value: str) -> str:
-    return value
 
 
 def _optional_text(value: str) -> str | None:
@@ -123,6 +120,11 @@ def _int_range(low: int, high: int, unit: str = "") -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _optional_int_range(low: int, high: int) -> Callable[[str], int | None]:
+    parse = _int_range(low, high)
+    return lambda value: parse(value) if value else None
 
 
 def _url(*schemes: str) -> Callable[[str], str | None]:
@@ -506,23 +508,28 @@ class Config:
     mount_dir: Path = field(metadata=setting(
         "MOUNT_DIR", _path, Path("/mnt/hostcreator"),
         "mount-vm mounts the root file system of VM NAME at MOUNT_DIR/NAME", directory=True))
-    network: str = field(metadata=setting(
-        "NETWORK", _text, "br0", "bridge (or libvirt network) the VM's NIC is attached to",
-        option="--network"))
+    network: str | None = field(metadata=setting(
+        "NETWORK", _optional_text, None,
+        "bridge or libvirt network the VM's NIC is attached to (default: br0 for a bridge, "
+        "default for a libvirt network)", option="--network"))
     network_type: NetworkType = field(metadata=setting(
-        "NETWORK_TYPE", _choice(NetworkType), NetworkType.BRIDGE,
-        "kind of NIC: bridge, network or user", option="--network-type"))
+        "NETWORK_TYPE", _choice(NetworkType), NetworkType.AUTO,
+        "kind of NIC: auto (the bridge br0 if this host has it, else libvirt's network "
+        "default if active, else user), bridge, network or user", option="--network-type"))
     live_iso: Path | None = field(metadata=setting(
         "LIVE_ISO", _optional_path, None, "ISO image the first boot starts from",
         option="--live-iso"))
     memory: int = field(metadata=setting(
         "MEMORY", _int_range(*MEMORY_RANGE, " MiB"), 2048, "memory of the VM in MiB",
         option="--memory"))
-    vcpus: int = field(metadata=setting(
-        "VCPUS", _int_range(*VCPUS_RANGE), 2, "virtual CPUs of the VM", option="--vcpus"))
+    vcpus: int | None = field(metadata=setting(
+        "VCPUS", _optional_int_range(*VCPUS_RANGE), None,
+        "virtual CPUs of the VM (default: 2 under KVM, 1 under software emulation)",
+        option="--vcpus"))
     virt_type: VirtType = field(metadata=setting(
         "VIRT_TYPE", _choice(VirtType), VirtType.AUTO,
-        "auto (kvm when /dev/kvm works), kvm or qemu (software emulation)",
+        "auto (kvm when a guest is seen to run under KVM here), kvm or qemu (software "
+        "emulation)",
         option="--virt-type"))
     libvirt_uri: str = field(metadata=setting(
         "LIBVIRT_URI", _libvirt_uri, "qemu:///system", "libvirt connection URI",

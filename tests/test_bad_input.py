@@ -34,6 +34,8 @@ CREATE_KVM = ("create-kvm",)
 MOUNT_VM = ("mount-vm",)
 UMOUNT_VM = ("umount-vm",)
 BOOT_TEST = ("hostcreator", "boot-test")
+REMOVE = ("hostcreator", "remove")
+LIST = ("hostcreator", "list")
 
 
 def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
@@ -305,6 +307,15 @@ ROWS = [
     row(UMOUNT_VM, ["../web1"], "'../web1' is not a valid host name", id="umount-path"),
     row(UMOUNT_VM, ["web1"], "web1 has no disk and nothing of it is mounted: "
         "image file {tmp}/images/web1-disk01.img does not exist", id="umount-unknown-name"),
+    # --- hostcreator list, remove (refusals that need libvirt: test_quickstart.py) ---
+    row(LIST, ["--set", "IMAGE_DIR={tmp}/file"],
+        "--set: IMAGE_DIR: {tmp}/file is not a directory", setup="file", id="list-dir"),
+    row(REMOVE, ["Bad_Name", "--yes"], "'Bad_Name' is not a valid host name",
+        id="remove-name"),
+    row(REMOVE, ["web1"], "remove web1 asks before removing, and there is no terminal to ask "
+        "on", hint="--yes removes without asking", id="remove-no-terminal"),
+    row(REMOVE, ["web1", "--yes"], "cannot connect to libvirt at", code=1,
+        id="remove-no-libvirt"),
     # --- hostcreator boot-test, config, status, cache ---
     row(BOOT_TEST, ["../x"], "'../x' is not a valid host name", id="boot-name"),
     row(BOOT_TEST, ["web1", "--accel", "xen"], "--accel 'xen' is not tcg or kvm",
@@ -454,7 +465,7 @@ def test_the_table_covers_every_command():
     assert commands >= {"create-debian", "create-ubuntu", "create-kvm", "mount-vm",
                         "umount-vm", "hostcreator boot-test", "hostcreator config",
                         "hostcreator status", "hostcreator cache list",
-                        "hostcreator cache prune"}
+                        "hostcreator cache prune", "hostcreator list", "hostcreator remove"}
     assert len(ROWS) >= 24
 
 

@@ -100,7 +100,8 @@ def test_cli_options_are_named_as_the_origin_of_their_values(testenv):
 INVOCATIONS = [
     ("create-debian",), ("create-ubuntu",), ("create-kvm",), ("mount-vm",), ("umount-vm",),
     *(("hostcreator", c) for c in ("create-debian", "create-ubuntu", "create-kvm", "boot-test",
-                                   "config", "mount-vm", "umount-vm", "status", "cleanup")),
+                                   "config", "mount-vm", "umount-vm", "status", "cleanup",
+                                   "list", "remove")),
     ("hostcreator", "cache", "list"), ("hostcreator", "cache", "prune"),
 ]
 COMMON = ("--config", "--set", "--verbose", "-v", "--debug", "--version", "--help", "-h")
@@ -126,7 +127,8 @@ def test_every_command_has_the_common_options(invocation):
 
 
 @pytest.mark.parametrize("invocation", [("hostcreator", "config"), ("hostcreator", "status"),
-                                        ("hostcreator", "cache", "list")], ids=" ".join)
+                                        ("hostcreator", "cache", "list"),
+                                        ("hostcreator", "list")], ids=" ".join)
 def test_the_common_options_are_taken_by_reports(invocation, testenv):
     result = run_cli(*invocation, "-v", "--debug", "-c", str(testenv.config), "-s", "SIZE=9",
                      "--json")

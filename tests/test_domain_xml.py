@@ -16,6 +16,7 @@ from conftest import DATA
 
 from hostcreator import config
 from hostcreator.config import Graphics, NetworkType, VirtType
+from hostcreator.domain import choose
 from hostcreator.domain import render as domain
 from hostcreator.errors import HostCreatorError
 
@@ -183,27 +184,16 @@ def test_spec_from_configuration(monkeypatch):
     monkeypatch.setattr(config, "DEFAULT_FILE", Path("/nonexistent"))
     monkeypatch.setattr(config, "LEGACY_FILE", Path("/nonexistent"))
     cfg = config.load(None, {"MEMORY": "1024", "VCPUS": "3", "NETWORK_TYPE": "user",
-                             "LOG_DIR": "/l", "GRAPHICS": "spice", "LIVE_ISO": "/x.iso"},
-                      environ={})
-    made = domain.spec_for(cfg, "vm7", Path("/d.img"), disk_is_block=False,
-                           virt_type=VirtType.QEMU)
+                             "VIRT_TYPE": "qemu", "LOG_DIR": "/l", "GRAPHICS": "spice",
+                             "LIVE_ISO": "/x.iso"}, environ={})
+    choices = choose.choose(cfg, None)
+    assert choices.notes == ()  # nothing was left to choose
+    made = domain.spec_for(cfg, "vm7", Path("/d.img"), disk_is_block=False, choices=choices)
     assert (made.memory, made.vcpus, made.graphics) == (1024, 3, Graphics.SPICE)
+    assert made.virt_type is VirtType.QEMU
     assert made.nic.type is NetworkType.USER and made.nic.source is None
     assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", made.nic.mac)
     assert made.console_log == Path("/l/vm7.serial.log")
     assert made.live_iso == Path("/x.iso")
-    other = domain.spec_for(cfg, "vm7", Path("/d.img"), disk_is_block=False,
-                            virt_type=VirtType.QEMU)
+    other = domain.spec_for(cfg, "vm7", Path("/d.img"), disk_is_block=False, choices=choices)
     assert other.uuid != made.uuid  # a new domain is a new machine
-    with pytest.raises(ValueError):
-        domain.spec_for(cfg, "vm7", Path("/d.img"), disk_is_block=False,
-                        virt_type=VirtType.AUTO)
-
-
-def test_virt_type_auto_follows_kvm(tmp_path):
-    assert domain.resolve_virt_type(VirtType.AUTO, kvm=True) is VirtType.KVM
-    assert domain.resolve_virt_type(VirtType.AUTO, kvm=False) is VirtType.QEMU
-    assert domain.resolve_virt_type(VirtType.QEMU, kvm=True) is VirtType.QEMU
-    assert domain.resolve_virt_type(VirtType.KVM, kvm=False) is VirtType.KVM
-    assert not domain.kvm_usable(tmp_path / "no-kvm")
-    assert not domain.kvm_usable(Path("/dev/null"))  # opens, but does not speak KVM

@@ -112,6 +112,22 @@ TABLE = [
         "mounted elsewhere": "/dev/loop7 could not be detached: still in use (/dev/loop7 at",
         "loop": "/dev/loop7 could not be detached: still in use",
     }),
+    (Command.REMOVE, Allowed(), {
+        "mount-vm": "web1 is mounted at /mnt/hc/web1 (mount-vm)",
+        "mounted here": f"{DISK} is mounted: /dev/loop7 at /mnt/x",
+        "mounted elsewhere": f"{DISK} is mounted in another mount namespace: /dev/loop7 at",
+        "loop": f"{DISK} is in use by /dev/loop7",
+        "holder": f"{DISK} is in use by dm-0",
+        "defined domain": f"{DISK} is the disk of domain other (shut off)",
+        "running domain": f"{DISK} is the disk of domain other (running)",
+        "process": f"{DISK} is open in process(es) {PID} (",
+    }),
+    # NAME's own domain, running: not another's, and its QEMU has the disk open.
+    (Command.REMOVE, Allowed(domain="u-1", processes=True), {
+        "mount-vm": "(mount-vm)", "mounted here": "is mounted:",
+        "mounted elsewhere": "in another mount namespace", "loop": "in use by /dev/loop7",
+        "holder": "in use by dm-0",
+    }),
     (Command.CLEANUP, Allowed(), {"state file": "web1 is mounted by mount-vm"}),
     (Command.RELEASE, Allowed(hint="h"), {
         "mounted here": f"{DISK} is still attached to /dev/loop7: its file system is held by "

@@ -49,6 +49,8 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "umount-vm": vm.umount_vm,
     "status": admin.status,
     "cleanup": admin.cleanup,
+    "list": vm.list_vms,
+    "remove": vm.remove_vm,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name)(_function)

@@ -1,7 +1,9 @@
-"""Commands on a VM's disk and domain: mount-vm, umount-vm, create-kvm, boot-test."""
+"""Commands on a VM's disk and domain: mount-vm, umount-vm, create-kvm, boot-test, list,
+remove."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,7 @@ from hostcreator.cli.common import Common, command, print_table
 from hostcreator.config import Config
 from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
-from hostcreator.vm import boottest, kvm
+from hostcreator.vm import boottest, inventory, kvm, remove
 from hostcreator.vm import mount as vmmount
 
 VmName = Annotated[str, typer.Argument(metavar="NAME", help="name of the VM")]
@@ -84,7 +86,7 @@ def optional_wait(args: list[str]) -> list[str]:
     return result
 
 
-@command("create-kvm",
+@command("create-kvm", reports=True,
          undone=lambda a: f"the domain {a['name']} stays as far as it got (virsh list --all)")
 def create_kvm(
     common: Common,
@@ -100,7 +102,8 @@ def create_kvm(
         str | None, typer.Option("--network", help="bridge or libvirt network (NETWORK)")
     ] = None,
     network_type: Annotated[
-        str | None, typer.Option("--network-type", help="bridge, network or user (NETWORK_TYPE)")
+        str | None, typer.Option("--network-type", help="auto, bridge, network or user "
+                                 "(NETWORK_TYPE)")
     ] = None,
     uri: Annotated[str | None, typer.Option("--uri", help="libvirt URI (LIBVIRT_URI)")] = None,
     live_iso: Annotated[
@@ -129,11 +132,13 @@ def create_kvm(
         if dry_run or live_iso:
             raise InvalidInput("--start does not go with --dry-run or --live-iso",
                                hint="--start starts the domain as it is defined")
-        kvm.start_existing(cfg, name, wait_seconds=wait)
+        common.emit(kvm.start_existing(cfg, name, wait_seconds=wait).as_json())
     elif dry_run:
-        typer.echo(kvm.dry_run(cfg, name), nl=False)
+        xml = kvm.dry_run(cfg, name)
+        common.emit({"domain": name, "dry_run": True, "xml": xml},
+                    lambda: typer.echo(xml, nl=False))
     else:
-        kvm.create(cfg, name, wait_seconds=wait)
+        common.emit(kvm.create(cfg, name, wait_seconds=wait).as_json())
 
 
 @command("boot-test")
@@ -147,3 +152,64 @@ def boot_test(
 ) -> None:
     """Boot NAME's disk once under QEMU (a throw-away snapshot) until its login prompt."""
     boottest.boot_test(common.config(), name, timeout=timeout, accel=accel)
+
+
+def size_text(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**30:.1f}G"
+
+
+@command("list", reports=True)
+def list_vms(common: Common) -> None:
+    """List every VM hostcreator knows: distribution, disk, build, domain, addresses, mounts."""
+    cfg = common.config()
+    vms = inventory.list_vms(cfg)
+
+    def human() -> None:
+        if not vms:
+            logger.info("no VM is known (IMAGE_DIR=%s, JOURNAL_DIR=%s)", cfg.image_dir,
+                        cfg.journal_dir)
+            return
+        print_table([("NAME", "DISTRIBUTION", "DISK", "SIZE", "USED", "BUILD", "DOMAIN",
+                      "MOUNTED", "ADDRESSES"), *(
+            (vm.name, " ".join(filter(None, (vm.distribution, vm.suite))) or "-",
+             vm.disk.path if vm.disk else "-", size_text(vm.disk.size if vm.disk else None),
+             size_text(vm.disk.used if vm.disk else None), vm.build, vm.domain, vm.mounted or "no",
+             " ".join(vm.addresses) or "-") for vm in vms)])
+
+    common.emit({"vms": [vm.as_json() for vm in vms]}, human)
+
+
+@command("remove", reports=True)
+def remove_vm(
+    common: Common,
+    name: VmName,
+    disk: Annotated[bool, typer.Option("--disk", help="delete the disk too (the image file, "
+                                       "or the logical volume)")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="shut a running domain down first "
+                                       f"(destroyed after {remove.STOP_SECONDS} s)")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Remove NAME's domain (with NVRAM and TPM state), journal, logs, secrets and state;
+    its disk only with --disk."""
+    cfg = common.config()
+    if not yes and not sys.stdin.isatty():
+        raise InvalidInput(f"remove {name} asks before removing, and there is no terminal to "
+                           "ask on", hint="--yes removes without asking")
+
+    def confirm(what: list[str]) -> bool:
+        if yes:
+            return True
+        typer.echo(f"remove {name}:\n" + "".join(f"  {w}\n" for w in what), err=True)
+        return typer.confirm("remove all of this?", err=True)
+
+    done = remove.remove(cfg, name, disk=disk, stop=stop, confirm=confirm)
+
+    def human() -> None:
+        if not done.removed:
+            logger.info("nothing of %s is left to remove", name)
+        for what in done.removed:
+            logger.info("removed %s", what)
+        if done.kept:
+            logger.info("kept %s (--disk removes it too)", done.kept)
+
+    common.emit(done.as_json(), human)

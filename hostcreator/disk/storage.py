@@ -39,6 +39,8 @@ class Storage(Protocol):
 
     def check_room(self, size: int, what: str) -> None: ...
 
+    def delete(self) -> None: ...
+
 
 @dataclass
 class FileStorage:
@@ -85,6 +87,9 @@ class FileStorage:
         with open(self.path, "xb") as f:
             f.truncate(size_gib * GIB)
 
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
 
 @dataclass(frozen=True)
 class LogicalVolume:
@@ -130,6 +135,10 @@ def parse_vg_free(output: str) -> int:
 
 def lvcreate_command(vg: str, lv: str, size_gib: int) -> list[str]:
     return ["lvcreate", "--yes", "--wipesignatures", "y", "-n", lv, "-L", f"{size_gib}g", vg]
+
+
+def lvremove_command(vg: str, lv: str) -> list[str]:
+    return ["lvremove", "--yes", f"{vg}/{lv}"]
 
 
 @dataclass
@@ -184,6 +193,9 @@ class LvmStorage:
 
     def create(self, size_gib: int) -> None:
         run(lvcreate_command(self.vg, self.lv, size_gib))
+
+    def delete(self) -> None:
+        run(lvremove_command(self.vg, self.lv))
 
 
 def for_vm(config: Config, name: str) -> Storage:

@@ -9,8 +9,6 @@ MAC address, devices) with the ISO attached and booted first.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import secrets
 import tempfile
 import uuid
@@ -22,14 +20,13 @@ import jinja2
 
 from hostcreator import __version__
 from hostcreator.config import Config, Graphics, NetworkType, VirtType
+from hostcreator.domain.choose import Choices
+from hostcreator.domain.virt import MADE_BY
 from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
 from hostcreator.paths import VmPaths
 from hostcreator.run import missing_commands, run
 
-KVM_DEVICE = Path("/dev/kvm")
-KVM_GET_API_VERSION = 0xAE00  # _IO(KVMIO, 0x00)
-KVM_API_VERSION = 12
 MACHINE = "q35"
 VALIDATOR = "virt-xml-validate"
 
@@ -41,28 +38,6 @@ _templates = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
 )
-
-
-def kvm_usable(device: Path = KVM_DEVICE) -> bool:
-    """Whether this host can run KVM guests: /dev/kvm opens and speaks the KVM API."""
-    try:
-        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == KVM_API_VERSION
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def resolve_virt_type(setting: VirtType, kvm: bool | None = None) -> VirtType:
-    """VIRT_TYPE auto becomes kvm when KVM is usable (KVM, else this host), else qemu."""
-    if setting is not VirtType.AUTO:
-        return setting
-    usable = kvm_usable() if kvm is None else kvm
-    return VirtType.KVM if usable else VirtType.QEMU
 
 
 def random_mac() -> str:
@@ -132,20 +107,18 @@ class DomainSpec:
 
 
 def spec_for(config: Config, name: str, disk: Path, *, disk_is_block: bool,
-             virt_type: VirtType) -> DomainSpec:
-    """The domain of NAME from the configuration; a new UUID and MAC address."""
-    if virt_type is VirtType.AUTO:
-        raise ValueError("resolve VIRT_TYPE auto first")
-    source = None if config.network_type is NetworkType.USER else config.network
+             choices: Choices) -> DomainSpec:
+    """The domain of NAME from the configuration and what was chosen for this host; a new
+    UUID and MAC address."""
     return DomainSpec(
         name=name,
         uuid=str(uuid.uuid4()),
         memory=config.memory,
-        vcpus=config.vcpus,
-        virt_type=virt_type,
+        vcpus=choices.vcpus,
+        virt_type=choices.virt_type,
         disk=disk,
         disk_is_block=disk_is_block,
-        nic=Nic(config.network_type, source, random_mac()),
+        nic=Nic(choices.network_type, choices.network, random_mac()),
         console_log=VmPaths.of(config, name).serial_log,
         graphics=config.graphics,
         live_iso=config.live_iso,
@@ -160,7 +133,7 @@ def render(spec: DomainSpec, *, live: bool = False) -> str:
         spec=spec,
         disks=spec.disks(live),
         nic=spec.nic,
-        description=f"{spec.name}, made by hostcreator {__version__}",
+        description=f"{spec.name}, {MADE_BY} {__version__}",
     )
 
 

@@ -19,6 +19,8 @@ from hostcreator.host import inuse
 from hostcreator.log import logger
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+# What create-kvm writes into a domain's <description> (render.render); list reads it.
+MADE_BY = "made by hostcreator"
 
 
 def _quiet(_context: object, _error: object) -> None:
@@ -156,6 +158,12 @@ def offers_kvm(conn: libvirt.virConnect) -> bool:
                for d in caps.iterfind("guest/arch[@name='x86_64']/domain"))
 
 
+def made_by_hostcreator(dom: libvirt.virDomain) -> bool:
+    """Whether create-kvm made the domain: its <description> says so (MADE_BY)."""
+    description = ET.fromstring(dom.XMLDesc(0)).findtext("description") or ""
+    return MADE_BY in description
+
+
 def console_log_of(dom: libvirt.virDomain) -> Path | None:
     """The log file of the domain's first serial port, if it has one."""
     log = ET.fromstring(dom.XMLDesc(0)).find("devices/serial/log")
@@ -182,6 +190,25 @@ def agent_hostname(dom: libvirt.virDomain) -> str | None:
     except libvirt.libvirtError:
         return None
     return str(info.get("hostname", ""))
+
+
+def addresses(dom: libvirt.virDomain) -> list[str]:
+    """The running guest's IP addresses (CIDR) from its agent, else libvirt's DHCP leases."""
+    if not dom.isActive():
+        return []
+    sources = [libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE]
+    if agent_connected(dom):
+        sources.insert(0, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
+    for source in sources:
+        try:
+            interfaces = dom.interfaceAddresses(source, 0)
+        except libvirt.libvirtError:
+            continue  # no agent answering, no libvirt network with leases
+        found = [f"{a['addr']}/{a['prefix']}" for name, iface in sorted(interfaces.items())
+                 if name != "lo" for a in iface.get("addrs") or []]
+        if found:
+            return found
+    return []
 
 
 def display_of(dom: libvirt.virDomain) -> str | None:

@@ -30,6 +30,10 @@ command in order, what it refuses (DiskInUse, exit code 3, naming the user);
   with --read-only (`Allowed(read_only=True)`) that is only warned about.
 - umount-vm: before detaching (its own loop devices allowed) a mount of them
   here that hostcreator did not make; after, a loop device that stayed.
+- remove: NAME mounted by mount-vm; the disk mounted here, then in another
+  namespace; on a loop device; held; the disk of a domain other than NAME's;
+  open in a process - while NAME's own domain runs (its QEMU has the disk
+  open: `Allowed(processes=True)`), once --stop has ended it.
 - cleanup: NAME mounted by mount-vm (then the build's loop devices are
   detached and the disk must be released).
 - release (the end of a build, cleanup): no loop device may stay on the disk
@@ -268,6 +272,7 @@ class Command(StrEnum):
     CREATE_KVM = "create-kvm"
     MOUNT_VM = "mount-vm"
     UMOUNT_VM = "umount-vm"
+    REMOVE = "remove"
     CLEANUP = "cleanup"
     RELEASE = "release"
 
@@ -277,10 +282,12 @@ class Allowed:
     """What a command lets pass that the rule would otherwise refuse."""
 
     read_only: bool = False  # mount-vm --read-only: a running VM looked at (warned about)
-    domain: str | None = None  # create-kvm --start: the UUID of the domain it starts
+    # create-kvm --start: the UUID of the domain it starts; remove: of NAME's own domain.
+    domain: str | None = None
     loops: bool = False  # umount-vm before detaching: the loop devices it is about to detach
     # create-kvm before it asks libvirt: a process is asked once libvirt has said whether
     # NAME's own domain exists (a running NAME is refused as existing, exit code 5).
+    # remove while NAME's domain runs: its QEMU has the disk open (asked again once stopped).
     processes: bool = False
     hint: str = field(default="", compare=False)  # release: what to do when the disk stays held
 
@@ -435,6 +442,8 @@ RULES: dict[Command, tuple[Check, ...]] = {
     Command.CREATE_KVM: (_mounted_by_mount_vm, _on_loop, _held, _another_domains_disk, _open),
     Command.MOUNT_VM: (_left_behind, _mountpoint_not_empty, _running),
     Command.UMOUNT_VM: (_foreign_mount, _not_detached),
+    Command.REMOVE: (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop, _held,
+                     _another_domains_disk, _open),
     Command.CLEANUP: (_mount_state,),
     Command.RELEASE: (_still_attached,),
 }

@@ -13,15 +13,16 @@ the calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
 from hostcreator.build import recover
-from hostcreator.config import Config, NetworkType, StorageKind, VirtType
+from hostcreator.config import Config, StorageKind
 from hostcreator.disk import gpt, storage
-from hostcreator.domain import bootwait, virt
+from hostcreator.domain import bootwait, choose, virt
 from hostcreator.domain import render as domain
 from hostcreator.domain.console import log_size
 from hostcreator.errors import (
@@ -36,13 +37,30 @@ from hostcreator.paths import VmPaths, validate_name
 from hostcreator.state import journal
 from hostcreator.state.lock import vm_lock
 
-SYS_NET = Path("/sys/class/net")
-
 
 @dataclass
 class Started:
     name: str
+    choices: choose.Choices | None  # None for --start: the domain is as it was defined
+    state: str = "running"
     up: bootwait.Up | None = None
+    addresses: list[str] = field(default_factory=list)
+    console_log: Path | None = None
+    display: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What create-kvm --json prints: the domain, its state and addresses, the choices."""
+        chosen = self.choices
+        return {
+            "domain": self.name, "state": self.state,
+            "virt_type": chosen and str(chosen.virt_type), "vcpus": chosen and chosen.vcpus,
+            "network": chosen and {"type": str(chosen.network_type), "source": chosen.network},
+            "chosen": list(chosen.notes) if chosen else [],
+            "up": None if self.up is None else {"how": self.up.how,
+                                                "seconds": round(self.up.seconds, 1)},
+            "addresses": self.addresses, "console_log": self.console_log,
+            "display": self.display,
+        }
 
 
 def check_live_iso(config: Config) -> None:
@@ -50,22 +68,6 @@ def check_live_iso(config: Config) -> None:
     if iso is not None and not iso.is_file():
         raise InvalidInput(f"LIVE_ISO: {iso} is not a file",
                            hint="check LIVE_ISO or --live-iso, or unset it to boot the disk")
-
-
-def check_bridge(config: Config, sys_net: Path = SYS_NET) -> None:
-    """With NETWORK_TYPE=bridge, NETWORK must be a bridge of this host."""
-    if config.network_type is not NetworkType.BRIDGE:
-        return
-    name = config.network
-    if not name or not (sys_net / name).exists():
-        raise InvalidInput(
-            f"bridge {name!r} does not exist on this host",
-            hint="create it (ip link add NAME type bridge), set NETWORK (--network), or use "
-                 "--network-type user or network",
-        )
-    if not (sys_net / name / "bridge").is_dir():
-        raise InvalidInput(f"{name!r} is a network interface, not a bridge",
-                           hint="set NETWORK to a bridge, or choose another NETWORK_TYPE")
 
 
 def local_disk(config: Config, name: str) -> storage.Storage:
@@ -106,23 +108,15 @@ def check_locally(config: Config, name: str, writes: bool = True) -> storage.Sto
     if writes:
         places.check_writable(config, ("STATE_DIR", "LOG_DIR"))
     check_live_iso(config)
-    if not virt.is_remote(config.libvirt_uri):
-        check_bridge(config)
+    choose.check_named_bridge(config)
     return local_disk(config, name)
 
 
-def choose_virt_type(config: Config, conn: libvirt.virConnect | None) -> VirtType:
-    if config.virt_type is VirtType.AUTO and conn is not None \
-            and virt.is_remote(config.libvirt_uri):
-        return domain.resolve_virt_type(config.virt_type, kvm=virt.offers_kvm(conn))
-    return domain.resolve_virt_type(config.virt_type)
-
-
 def make_spec(config: Config, name: str, disk: storage.Storage,
-              conn: libvirt.virConnect | None) -> domain.DomainSpec:
+              choices: choose.Choices) -> domain.DomainSpec:
     return domain.spec_for(config, name, disk.path,
                            disk_is_block=config.storage_kind is StorageKind.LVM,
-                           virt_type=choose_virt_type(config, conn))
+                           choices=choices)
 
 
 def render_checked(spec: domain.DomainSpec) -> tuple[str, str | None]:
@@ -139,7 +133,10 @@ def render_checked(spec: domain.DomainSpec) -> tuple[str, str | None]:
 def dry_run(config: Config, name: str) -> str:
     """The XML create-kvm would give libvirt; libvirt is not asked anything."""
     disk = check_locally(config, name, writes=False)
-    persistent, live = render_checked(make_spec(config, name, disk, None))
+    choices = choose.choose(config, None, remember=False)
+    for note in choices.notes:
+        logger.info("%s", note)
+    persistent, live = render_checked(make_spec(config, name, disk, choices))
     if live is None:
         return persistent
     return ("<!-- persistent definition (boots the disk) -->\n" + persistent
@@ -171,8 +168,6 @@ def refuse_used_disk(conn: libvirt.virConnect, config: Config, path: Path,
 def check_libvirt(conn: libvirt.virConnect, config: Config, name: str, path: Path) -> None:
     refuse_existing(conn, name)
     refuse_used_disk(conn, config, path)
-    if config.network_type is NetworkType.NETWORK:
-        virt.check_network(conn, config.network)
 
 
 def define(conn: libvirt.virConnect, name: str, xml: str) -> libvirt.virDomain:
@@ -217,6 +212,17 @@ def report(config: Config, dom: libvirt.virDomain, console: Path | None) -> None
         logger.info("    display: %s", display)
 
 
+def finish(started: Started, dom: libvirt.virDomain, console: Path | None) -> Started:
+    """STARTED with what the domain shows now: its state, addresses and display."""
+    started.state = virt.state(dom)
+    started.addresses = virt.addresses(dom)
+    started.console_log = console
+    started.display = virt.display_of(dom) if dom.isActive() else None
+    if started.addresses:
+        logger.info("    addresses: %s", ", ".join(started.addresses))
+    return started
+
+
 def wait(dom: libvirt.virDomain, console: Path | None, since: int, timeout: float
          ) -> bootwait.Up:
     up = bootwait.wait_for_guest(dom, console, since=since, timeout=timeout)
@@ -232,7 +238,10 @@ def create(config: Config, name: str, *, wait_seconds: float | None = None) -> S
     with virt.connect(config.libvirt_uri) as conn, vm_lock(vm, "create-kvm"):
         with progress.stage("checks"):
             check_libvirt(conn, config, name, disk.path)
-            spec = make_spec(config, name, disk, conn)
+            choices = choose.choose(config, conn)
+            for note in choices.notes:
+                logger.info("    %s", note)
+            spec = make_spec(config, name, disk, choices)
             persistent, live = render_checked(spec)
         local = not virt.is_remote(config.libvirt_uri)
         if local:
@@ -248,11 +257,11 @@ def create(config: Config, name: str, *, wait_seconds: float | None = None) -> S
             with progress.stage("start" + (f" from {spec.live_iso}" if live else "")):
                 dom = start(conn, dom, live)
                 report(config, dom, console)
-            started = Started(name)
+            started = Started(name, choices)
             if wait_seconds is not None:
                 with progress.stage("wait for the guest"):
                     started.up = wait(dom, console, since, wait_seconds)
-    return started
+            return finish(started, dom, console)
 
 
 def start_existing(config: Config, name: str, *, wait_seconds: float | None = None) -> Started:
@@ -278,7 +287,7 @@ def start_existing(config: Config, name: str, *, wait_seconds: float | None = No
             except libvirt.libvirtError as exc:
                 raise start_failed(name, exc) from None
             report(config, dom, console)
-        started = Started(name)
+        started = Started(name, None)
         if wait_seconds is not None:
             started.up = wait(dom, console, since, wait_seconds)
-    return started
+        return finish(started, dom, console)

@@ -1,0 +1,175 @@
+"""Does a KVM guest run on this host? Booting one tells; /dev/kvm opening does not.
+
+On some hosts (a VM without working nested virtualization) /dev/kvm opens and
+answers the KVM API, QEMU starts with -accel kvm, and the guest then hangs
+(a Debian kernel after "Probing EDD", or before its first line). So the probe
+boots something under `qemu -accel kvm` and watches its serial console for a
+line only a guest that ran can write: the host's own kernel (no initramfs, no
+root: it runs its whole init and panics at "Unable to mount root fs", then
+QEMU exits), or, where the host has no kernel in /boot (a container), a boot
+sector of a few bytes that writes a line to the serial port. The answer is
+kept in STATE_DIR, keyed by the host's boot id: it holds until the host
+reboots (a new kernel, a changed KVM module), and costs seconds only once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hostcreator.log import logger
+from hostcreator.run import spawn, stop
+from hostcreator.state import statefile
+
+QEMU = "qemu-system-x86_64"
+KVM_DEVICE = Path("/dev/kvm")
+KVM_GET_API_VERSION = 0xAE00  # _IO(KVMIO, 0x00)
+KVM_API_VERSION = 12
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+KERNELS = Path("/boot")
+CACHE_FILE = "kvm-probe.json"
+# A working KVM boots the kernel to its panic in about a second, the boot sector at
+# once; software emulation needs ~20 s for the kernel here.
+TIMEOUT = 10.0
+POLL_SECONDS = 0.1
+KERNEL_RAN = re.compile(rb"Unable to mount root fs")
+SECTOR_LINE = b"hostcreator-kvm-probe-ok"
+SECTOR_RAN = re.compile(re.escape(SECTOR_LINE))
+
+
+def _boot_sector() -> bytes:
+    """A BIOS boot sector that writes SECTOR_LINE to COM1 (port 0x3f8), then halts."""
+    code = bytearray([0xFA, 0x31, 0xC0, 0x8E, 0xD8,  # cli; xor ax,ax; mov ds,ax
+                      0xBA, 0xF8, 0x03,  # mov dx,0x3f8
+                      0xBE, 0x00, 0x00,  # mov si,MESSAGE (patched below)
+                      0xAC,  # next: lodsb
+                      0x84, 0xC0,  # test al,al
+                      0x74, 0x03,  # jz halt
+                      0xEE,  # out dx,al
+                      0xEB, 0xF8,  # jmp next
+                      0xF4, 0xEB, 0xFD])  # halt: hlt; jmp halt
+    message = 0x7C00 + len(code)
+    code[9:11] = message.to_bytes(2, "little")
+    code += SECTOR_LINE + b"\r\n\0"
+    return bytes(code).ljust(510, b"\0") + b"\x55\xaa"
+
+
+@dataclass(frozen=True)
+class Probe:
+    works: bool
+    detail: str  # what was booted and what it showed, for the output
+    boot_id: str
+    seconds: float = 0.0
+    cached: bool = False
+
+    def describe(self) -> str:
+        when = "cached for this boot of the host" if self.cached else "probed now"
+        return f"{self.detail} ({when})"
+
+
+def device_answers(device: Path = KVM_DEVICE) -> bool:
+    """/dev/kvm opens and speaks the KVM API: needed, but not enough."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == KVM_API_VERSION
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def host_kernel(kernels: Path = KERNELS) -> Path | None:
+    """The running kernel's image in /boot, else the newest one there, else None."""
+    running = kernels / f"vmlinuz-{os.uname().release}"
+    if running.is_file() and os.access(running, os.R_OK):
+        return running
+    found = sorted((k for k in kernels.glob("vmlinuz-*") if os.access(k, os.R_OK)),
+                   key=lambda k: k.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def payload_argv(kernel: Path | None, workdir: Path) -> tuple[list[str], re.Pattern[bytes], str]:
+    """What to boot, the console line that proves it ran, and its name."""
+    if kernel is not None:
+        return (["-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"], KERNEL_RAN,
+                f"the host's kernel {kernel.name}")
+    sector = workdir / "probe.img"
+    sector.write_bytes(_boot_sector())
+    return (["-drive", f"file={sector},format=raw,if=floppy"], SECTOR_RAN,
+            "a boot sector (no kernel in /boot)")
+
+
+def boot(accel: str, kernel: Path | None, timeout: float) -> tuple[bool, str, float]:
+    """Boot the payload under ACCEL; whether it ran, what was seen, and how long it took."""
+    with tempfile.TemporaryDirectory(prefix="hostcreator-kvm-probe-") as tmp:
+        workdir = Path(tmp)
+        extra, ran, what = payload_argv(kernel, workdir)
+        console = workdir / "console.log"
+        console.write_bytes(b"")
+        argv = [QEMU, "-accel", accel, "-m", "256", "-smp", "1", "-nodefaults",
+                "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+                "-no-reboot", *extra]
+        start = time.monotonic()
+        proc = spawn(argv, output=workdir / "qemu.log")
+        try:
+            while (elapsed := time.monotonic() - start) < timeout:
+                if ran.search(console.read_bytes()):
+                    return True, f"{what} ran under {accel} in {elapsed:.1f} s", elapsed
+                if proc.poll() is not None:
+                    break
+                time.sleep(POLL_SECONDS)
+        finally:
+            stop(proc)
+        said = "printed nothing" if not console.stat().st_size else "did not get through"
+        how = "QEMU stopped" if proc.returncode not in (None, -15, -9) and elapsed < timeout \
+            else f"within {timeout:.0f} s"
+        return False, f"{what} {said} under {accel} ({how})", elapsed
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def cached(state_dir: Path, current: str) -> Probe | None:
+    try:
+        data = json.loads((state_dir / CACHE_FILE).read_text())
+        result = Probe(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not current or result.boot_id != current:
+        return None
+    return Probe(**{**asdict(result), "cached": True})
+
+
+def probe(state_dir: Path, *, device: Path | None = None, accel: str = "kvm",
+          timeout: float | None = None, remember: bool = True) -> Probe:
+    """Whether a guest runs under ACCEL here, from the cache of this boot or by booting one
+    (kept in STATE_DIR's cache unless not to REMEMBER: a dry run writes nothing)."""
+    device = KVM_DEVICE if device is None else device
+    timeout = TIMEOUT if timeout is None else timeout
+    current = boot_id()
+    if accel == "kvm" and (hit := cached(state_dir, current)) is not None:
+        return hit
+    if accel == "kvm" and not device_answers(device):
+        result = Probe(False, f"{device} does not open or does not speak the KVM API", current)
+    else:
+        logger.info("    probing whether a guest runs under %s (at most %.0f s)", accel, timeout)
+        works, detail, seconds = boot(accel, host_kernel(KERNELS), timeout)
+        result = Probe(works, detail, current, round(seconds, 2))
+    if accel == "kvm" and current and remember:
+        with contextlib.suppress(OSError):
+            statefile.write(state_dir / CACHE_FILE, {**asdict(result), "cached": False})
+    return result

@@ -1,0 +1,200 @@
+"""What create-kvm chooses for the host: the KVM probe, the vCPUs, the network.
+
+This host cannot show a KVM guest that runs (/dev/kvm opens, guests hang), so the
+kvm branch of the probe is shown with a fake QEMU that prints what a booted guest
+prints; the real probe's "no" on this host is asserted by tests/test_quickstart.py (e2e).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostcreator import config
+from hostcreator.config import NetworkType, VirtType
+from hostcreator.domain import choose, kvmprobe
+from hostcreator.errors import InvalidInput
+
+pytestmark = pytest.mark.unit
+
+
+def empty_file(tmp_path: Path) -> Path:
+    """A configuration file that sets nothing."""
+    path = tmp_path / "empty.conf"
+    path.touch()
+    return path
+
+# A stand-in for qemu-system-x86_64: writes to the -serial file what the booted payload
+# would (or nothing), and counts its calls beside itself.
+FAKE_QEMU = """#!{python}
+import pathlib, sys
+here = pathlib.Path(sys.argv[0]).parent
+with open(here / "calls", "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+serial = sys.argv[sys.argv.index("-serial") + 1].removeprefix("file:")
+if (here / "runs").exists():
+    line = (b"[    0.9] Kernel panic - not syncing: VFS: Unable to mount root fs on "
+            b"unknown-block(0,0)\\r\\n" if "-kernel" in sys.argv else b"{sector}\\r\\n")
+    pathlib.Path(serial).write_bytes(line)
+"""
+
+
+@pytest.fixture
+def fake_kvm(tmp_path, monkeypatch):
+    """A host whose /dev/kvm answers and whose QEMU is the fake; returns its directory."""
+    bin_dir = tmp_path / "fake"
+    bin_dir.mkdir()
+    qemu = bin_dir / "qemu"
+    qemu.write_text(FAKE_QEMU.format(python=sys.executable,
+                                     sector=kvmprobe.SECTOR_LINE.decode()))
+    qemu.chmod(0o755)
+    (bin_dir / "runs").touch()
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("boot-1\n")
+    monkeypatch.setattr(kvmprobe, "QEMU", str(qemu))
+    monkeypatch.setattr(kvmprobe, "device_answers", lambda device: True)
+    monkeypatch.setattr(kvmprobe, "BOOT_ID", boot_id)
+    monkeypatch.setattr(kvmprobe, "KERNELS", tmp_path / "no-boot")
+    monkeypatch.setattr(kvmprobe, "TIMEOUT", 3.0)
+    return bin_dir
+
+
+def load(tmp_path: Path, **settings: str) -> config.Config:
+    return config.load(empty_file(tmp_path), {"STATE_DIR": str(tmp_path / "state"), **settings},
+                       environ={})
+
+
+def calls(bin_dir: Path) -> list[str]:
+    path = bin_dir / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_kvm_is_chosen_when_a_guest_runs_under_it(fake_kvm, tmp_path):
+    chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path)
+    assert (chosen.virt_type, chosen.vcpus) == (VirtType.KVM, choose.KVM_VCPUS)
+    assert chosen.notes[0].startswith("virt type kvm: a boot sector")
+    assert "-accel kvm" in calls(fake_kvm)[0]
+    # Cached for this boot of the host: no second boot, and the output says so.
+    again = choose.choose(load(tmp_path), None, sys_net=tmp_path)
+    assert again.virt_type is VirtType.KVM and again.probe.cached
+    assert "cached for this boot" in again.notes[0]
+    assert len(calls(fake_kvm)) == 1
+
+
+def test_a_dry_run_probes_but_keeps_nothing(fake_kvm, tmp_path):
+    # create-kvm --dry-run writes nothing, not even the probe's cache (or STATE_DIR).
+    chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path, remember=False)
+    assert chosen.virt_type is VirtType.KVM and not chosen.probe.cached
+    assert not (tmp_path / "state").exists()
+    again = choose.choose(load(tmp_path), None, sys_net=tmp_path)
+    assert not again.probe.cached and len(calls(fake_kvm)) == 2
+
+
+def test_the_host_kernel_is_booted_when_there_is_one(fake_kvm, tmp_path, monkeypatch):
+    kernels = tmp_path / "boot"
+    kernels.mkdir()
+    (kernels / "vmlinuz-6.1.0-test").write_bytes(b"not really a kernel")
+    monkeypatch.setattr(kvmprobe, "KERNELS", kernels)
+    result = kvmprobe.probe(tmp_path / "state")
+    assert result.works and "vmlinuz-6.1.0-test" in result.detail
+    assert f"-kernel {kernels}/vmlinuz-6.1.0-test" in calls(fake_kvm)[0]
+
+
+def test_a_guest_that_prints_nothing_means_software_emulation(fake_kvm, tmp_path):
+    (fake_kvm / "runs").unlink()
+    chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path)
+    assert (chosen.virt_type, chosen.vcpus) == (VirtType.QEMU, choose.EMULATED_VCPUS)
+    assert "KVM guests do not run here" in chosen.notes[0]
+    assert "printed nothing" in chosen.notes[0]
+    assert chosen.notes[1].startswith("1 vCPU: under software emulation")
+
+
+def test_a_new_boot_of_the_host_probes_again(fake_kvm, tmp_path):
+    (fake_kvm / "runs").unlink()
+    assert not kvmprobe.probe(tmp_path / "state").works
+    (fake_kvm / "runs").touch()
+    assert not kvmprobe.probe(tmp_path / "state").works  # cached
+    kvmprobe.BOOT_ID.write_text("boot-2\n")
+    assert kvmprobe.probe(tmp_path / "state").works
+    assert len(calls(fake_kvm)) == 2
+
+
+def test_given_settings_are_not_second_guessed(fake_kvm, tmp_path):
+    chosen = choose.choose(load(tmp_path, VIRT_TYPE="qemu", VCPUS="3", NETWORK_TYPE="user"),
+                           None, sys_net=tmp_path)
+    assert (chosen.virt_type, chosen.vcpus, chosen.network_type, chosen.network) == (
+        VirtType.QEMU, 3, NetworkType.USER, None)
+    assert chosen.notes == () and calls(fake_kvm) == []
+
+
+def test_kvm_device_that_does_not_answer(tmp_path):
+    assert not kvmprobe.device_answers(tmp_path / "no-kvm")
+    assert not kvmprobe.device_answers(Path("/dev/null"))  # opens, but does not speak KVM
+    result = kvmprobe.probe(tmp_path / "state", device=tmp_path / "no-kvm")
+    assert not result.works and "does not open" in result.detail
+
+
+def bridge(sys_net: Path, name: str) -> None:
+    (sys_net / name / "bridge").mkdir(parents=True)
+
+
+class Network:
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def isActive(self) -> bool:
+        return self.active
+
+
+class Conn:
+    """libvirt with the given networks. Starting the real `default` network would add a
+    bridge and NAT rules to this shared host, so the active one is faked."""
+
+    def __init__(self, **networks: bool) -> None:
+        self.networks = networks
+
+    def networkLookupByName(self, name: str) -> Network:
+        import libvirt
+
+        if name not in self.networks:
+            raise libvirt.libvirtError(f"no network {name}")
+        return Network(self.networks[name])
+
+
+QEMU = {"VIRT_TYPE": "qemu"}
+
+
+@pytest.mark.parametrize(("bridges", "networks", "expected"), [
+    (["br0"], {"default": True}, (NetworkType.BRIDGE, "br0")),
+    ([], {"default": True}, (NetworkType.NETWORK, "default")),
+    ([], {"default": False}, (NetworkType.USER, None)),
+    (["br1"], {}, (NetworkType.USER, None)),
+], ids=["bridge", "libvirt-network", "user-inactive", "user-no-network"])
+def test_network_auto(tmp_path, bridges, networks, expected):
+    for name in bridges:
+        bridge(tmp_path, name)
+    chosen = choose.choose(load(tmp_path, **QEMU), Conn(**networks), sys_net=tmp_path)
+    assert (chosen.network_type, chosen.network) == expected
+    assert chosen.notes[-1].startswith("network: ")
+
+
+def test_network_auto_with_a_named_one(tmp_path):
+    bridge(tmp_path, "br7")
+    chosen = choose.choose(load(tmp_path, NETWORK="br7", **QEMU), Conn(), sys_net=tmp_path)
+    assert (chosen.network_type, chosen.network) == (NetworkType.BRIDGE, "br7")
+    chosen = choose.choose(load(tmp_path, NETWORK="lab", **QEMU), Conn(lab=True),
+                           sys_net=tmp_path)
+    assert (chosen.network_type, chosen.network) == (NetworkType.NETWORK, "lab")
+    with pytest.raises(InvalidInput, match="'lab' is neither a bridge of this host nor an "
+                       "active libvirt network"):
+        choose.choose(load(tmp_path, NETWORK="lab", **QEMU), Conn(lab=False), sys_net=tmp_path)
+
+
+def test_named_and_missing_stays_an_error(tmp_path):
+    with pytest.raises(InvalidInput, match="bridge 'br0' does not exist"):
+        choose.choose(load(tmp_path, NETWORK_TYPE="bridge", **QEMU), Conn(), sys_net=tmp_path)
+    with pytest.raises(InvalidInput, match="libvirt network 'default' is not active"):
+        choose.choose(load(tmp_path, NETWORK_TYPE="network", **QEMU), Conn(default=False),
+                      sys_net=tmp_path)
