@@ -35,9 +35,8 @@ with open(here / "calls", "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")
 serial = sys.argv[sys.argv.index("-serial") + 1].removeprefix("file:")
 if (here / "runs").exists():
-    line = (b"[    0.9] Kernel panic - not syncing: VFS: Unable to mount root fs on "
-            b"unknown-block(0,0)\\r\\n" if "-kernel" in sys.argv else b"{sector}\\r\\n")
-    pathlib.Path(serial).write_bytes(line)
+    pathlib.Path(serial).write_bytes(b"[    0.9] Kernel panic - not syncing: VFS: Unable to "
+                                     b"mount root fs on unknown-block(0,0)\\r\\n")
 """
 
 
@@ -47,8 +46,7 @@ def fake_kvm(tmp_path, monkeypatch):
     bin_dir = tmp_path / "fake"
     bin_dir.mkdir()
     qemu = bin_dir / "qemu"
-    qemu.write_text(FAKE_QEMU.format(python=sys.executable,
-                                     sector=kvmprobe.SECTOR_LINE.decode()))
+    qemu.write_text(FAKE_QEMU.format(python=sys.executable))
     qemu.chmod(0o755)
     (bin_dir / "runs").touch()
     boot_id = tmp_path / "boot_id"
@@ -56,7 +54,10 @@ def fake_kvm(tmp_path, monkeypatch):
     monkeypatch.setattr(kvmprobe, "QEMU", str(qemu))
     monkeypatch.setattr(kvmprobe, "device_answers", lambda device: True)
     monkeypatch.setattr(kvmprobe, "BOOT_ID", boot_id)
-    monkeypatch.setattr(kvmprobe, "KERNELS", tmp_path / "no-boot")
+    kernels = tmp_path / "boot"
+    kernels.mkdir()
+    (kernels / "vmlinuz-6.1.0-test").write_bytes(b"not really a kernel")
+    monkeypatch.setattr(kvmprobe, "KERNELS", kernels)
     monkeypatch.setattr(kvmprobe, "TIMEOUT", 3.0)
     return bin_dir
 
@@ -74,7 +75,7 @@ def calls(bin_dir: Path) -> list[str]:
 def test_kvm_is_chosen_when_a_guest_runs_under_it(fake_kvm, tmp_path):
     chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path)
     assert (chosen.virt_type, chosen.vcpus) == (VirtType.KVM, choose.KVM_VCPUS)
-    assert chosen.notes[0].startswith("virt type kvm: a boot sector")
+    assert chosen.notes[0].startswith("virt type kvm: the host's kernel vmlinuz-6.1.0-test")
     assert "-accel kvm" in calls(fake_kvm)[0]
     # Cached for this boot of the host: no second boot, and the output says so.
     again = choose.choose(load(tmp_path), None, sys_net=tmp_path)
@@ -92,14 +93,20 @@ def test_a_dry_run_probes_but_keeps_nothing(fake_kvm, tmp_path):
     assert not again.probe.cached and len(calls(fake_kvm)) == 2
 
 
-def test_the_host_kernel_is_booted_when_there_is_one(fake_kvm, tmp_path, monkeypatch):
-    kernels = tmp_path / "boot"
-    kernels.mkdir()
-    (kernels / "vmlinuz-6.1.0-test").write_bytes(b"not really a kernel")
-    monkeypatch.setattr(kvmprobe, "KERNELS", kernels)
+def test_the_host_kernel_is_booted_when_there_is_one(fake_kvm, tmp_path):
+    kernels = kvmprobe.KERNELS  # the fake_kvm host's /boot
     result = kvmprobe.probe(tmp_path / "state")
     assert result.works and "vmlinuz-6.1.0-test" in result.detail
     assert f"-kernel {kernels}/vmlinuz-6.1.0-test" in calls(fake_kvm)[0]
+
+
+def test_without_a_kernel_to_boot_the_answer_is_software_emulation(fake_kvm, tmp_path,
+                                                                    monkeypatch):
+    # A boot sector is no proof: it runs under this machine's KVM, where a kernel hangs.
+    monkeypatch.setattr(kvmprobe, "KERNELS", tmp_path / "no-boot")
+    chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path)
+    assert chosen.virt_type is VirtType.QEMU and not chosen.probe.works
+    assert "no Linux kernel in" in chosen.notes[0] and calls(fake_kvm) == []
 
 
 def test_a_guest_that_prints_nothing_means_software_emulation(fake_kvm, tmp_path):

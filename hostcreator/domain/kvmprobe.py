@@ -6,8 +6,9 @@ answers the KVM API, QEMU starts with -accel kvm, and the guest then hangs
 boots something under `qemu -accel kvm` and watches its serial console for a
 line only a guest that ran can write: the host's own kernel (no initramfs, no
 root: it runs its whole init and panics at "Unable to mount root fs", then
-QEMU exits), or, where the host has no kernel in /boot (a container), a boot
-sector of a few bytes that writes a line to the serial port. The answer is
+QEMU exits). Where the host has no kernel in /boot (a container) the answer is
+no: a boot sector is no proof (it runs under KVM on hosts where a Linux kernel
+then hangs), and VIRT_TYPE=kvm still takes KVM when it is wanted. The answer is
 kept in STATE_DIR, keyed by the host's boot id: it holds until the host
 reboots (a new kernel, a changed KVM module), and costs seconds only once.
 """
@@ -35,30 +36,11 @@ KVM_API_VERSION = 12
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 KERNELS = Path("/boot")
 CACHE_FILE = "kvm-probe.json"
-# A working KVM boots the kernel to its panic in about a second, the boot sector at
-# once; software emulation needs ~20 s for the kernel here.
+# A working KVM boots the kernel to its panic in about a second; software emulation
+# needs ~20 s for it here.
 TIMEOUT = 10.0
 POLL_SECONDS = 0.1
 KERNEL_RAN = re.compile(rb"Unable to mount root fs")
-SECTOR_LINE = b"hostcreator-kvm-probe-ok"
-SECTOR_RAN = re.compile(re.escape(SECTOR_LINE))
-
-
-def _boot_sector() -> bytes:
-    """A BIOS boot sector that writes SECTOR_LINE to COM1 (port 0x3f8), then halts."""
-    code = bytearray([0xFA, 0x31, 0xC0, 0x8E, 0xD8,  # cli; xor ax,ax; mov ds,ax
-                      0xBA, 0xF8, 0x03,  # mov dx,0x3f8
-                      0xBE, 0x00, 0x00,  # mov si,MESSAGE (patched below)
-                      0xAC,  # next: lodsb
-                      0x84, 0xC0,  # test al,al
-                      0x74, 0x03,  # jz halt
-                      0xEE,  # out dx,al
-                      0xEB, 0xF8,  # jmp next
-                      0xF4, 0xEB, 0xFD])  # halt: hlt; jmp halt
-    message = 0x7C00 + len(code)
-    code[9:11] = message.to_bytes(2, "little")
-    code += SECTOR_LINE + b"\r\n\0"
-    return bytes(code).ljust(510, b"\0") + b"\x55\xaa"
 
 
 @dataclass(frozen=True)
@@ -98,22 +80,17 @@ def host_kernel(kernels: Path = KERNELS) -> Path | None:
     return found[-1] if found else None
 
 
-def payload_argv(kernel: Path | None, workdir: Path) -> tuple[list[str], re.Pattern[bytes], str]:
+def payload_argv(kernel: Path) -> tuple[list[str], re.Pattern[bytes], str]:
     """What to boot, the console line that proves it ran, and its name."""
-    if kernel is not None:
-        return (["-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"], KERNEL_RAN,
-                f"the host's kernel {kernel.name}")
-    sector = workdir / "probe.img"
-    sector.write_bytes(_boot_sector())
-    return (["-drive", f"file={sector},format=raw,if=floppy"], SECTOR_RAN,
-            "a boot sector (no kernel in /boot)")
+    return (["-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"], KERNEL_RAN,
+            f"the host's kernel {kernel.name}")
 
 
-def boot(accel: str, kernel: Path | None, timeout: float) -> tuple[bool, str, float]:
+def boot(accel: str, kernel: Path, timeout: float) -> tuple[bool, str, float]:
     """Boot the payload under ACCEL; whether it ran, what was seen, and how long it took."""
     with tempfile.TemporaryDirectory(prefix="hostcreator-kvm-probe-") as tmp:
         workdir = Path(tmp)
-        extra, ran, what = payload_argv(kernel, workdir)
+        extra, ran, what = payload_argv(kernel)
         console = workdir / "console.log"
         console.write_bytes(b"")
         argv = [QEMU, "-accel", accel, "-m", "256", "-smp", "1", "-nodefaults",
@@ -165,9 +142,12 @@ def probe(state_dir: Path, *, device: Path | None = None, accel: str = "kvm",
         return hit
     if accel == "kvm" and not device_answers(device):
         result = Probe(False, f"{device} does not open or does not speak the KVM API", current)
+    elif (kernel := host_kernel(KERNELS)) is None:
+        result = Probe(False, f"no Linux kernel in {KERNELS} to show that a guest runs under "
+                       f"{accel} (a boot sector is no proof)", current)
     else:
         logger.info("    probing whether a guest runs under %s (at most %.0f s)", accel, timeout)
-        works, detail, seconds = boot(accel, host_kernel(KERNELS), timeout)
+        works, detail, seconds = boot(accel, kernel, timeout)
         result = Probe(works, detail, current, round(seconds, 2))
     if accel == "kvm" and current and remember:
         with contextlib.suppress(OSError):
