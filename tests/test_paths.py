@@ -72,3 +72,26 @@ def test_an_unreadable_file_is_warned_about_and_taken_as_absent(tmp_path, caplog
     assert files.load("web1") is None
     assert f"ignoring the unreadable test state {tmp_path}/web1.json" in caplog.text
     assert files.load("web2") is None
+
+
+def test_a_lock_file_removed_before_it_was_locked_is_not_the_lock(cfg, monkeypatch):
+    # `hostcreator remove` unlinks NAME's lock file while holding it; a command that
+    # opened the old file just before must take the new one, or two would hold "the" lock.
+    import fcntl
+
+    vm = VmPaths.of(cfg, "web1")
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_removal(fd, operation):
+        if not calls:
+            vm.lock.unlink()  # as remove does, between our open and our flock
+        calls.append(fd)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock_after_removal)
+    with lock.vm_lock(vm, "test"):
+        assert len(calls) == 2 and vm.lock.exists()
+        monkeypatch.setattr(lock.fcntl, "flock", real_flock)
+        with pytest.raises(lock.Busy, match="web1 is busy: test by PID"), \
+                lock.vm_lock(vm, "second"):
+            pass

@@ -24,18 +24,33 @@ class Busy(HostCreatorError):
 @contextlib.contextmanager
 def vm_lock(vm: VmPaths, purpose: str) -> Iterator[None]:
     vm.lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(vm.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _locked(vm)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(f"{vm.name} is busy: {_holder(fd)}",
-                       hint="wait until it ends; other names can be worked on meanwhile") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{purpose} by PID {os.getpid()}\n".encode(), 0)
         yield
         os.ftruncate(fd, 0)
     finally:
+        os.close(fd)
+
+
+def _locked(vm: VmPaths) -> int:
+    """NAME's lock file, open and locked: the file at its path, not one that `hostcreator
+    remove` unlinked between our open and our lock (then the new file is taken)."""
+    while True:
+        fd = os.open(vm.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise Busy(f"{vm.name} is busy: {holder}",
+                       hint="wait until it ends; other names can be worked on meanwhile") from None
+        try:
+            if os.stat(vm.lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
 
 

@@ -185,14 +185,13 @@ def remove(config: Config, name: str, *, disk: bool = False, stop: bool = False,
     """Remove NAME's domain and files (and with DISK its disk), after CONFIRM says yes."""
     vm = VmPaths.of(config, name)
     with virt.connect(config.libvirt_uri) as conn, vm_lock(vm, "remove"):
-        try:
-            found = plan(config, conn, name, disk=disk, stop=stop)
-            kept = found.kept.describe() if found.kept is not None else None
-            if not found.nothing and not confirm(found.describe()):
-                raise HostCreatorError(f"{name} was not removed: not confirmed")
-            done = [] if found.nothing else carry_out(found, stop_seconds)
-        finally:
-            # The lock file goes too, still held: a command on NAME that opens it now
-            # finds it taken; a later one makes it anew.
-            vm.lock.unlink(missing_ok=True)
+        found = plan(config, conn, name, disk=disk, stop=stop)
+        kept = found.kept.describe() if found.kept is not None else None
+        if not found.nothing and not confirm(found.describe()):
+            raise HostCreatorError(f"{name} was not removed: not confirmed")
+        done = [] if found.nothing else carry_out(found, stop_seconds)
+        # Removed: the lock file goes too, still held (a refusal keeps it). A command
+        # that opened it meanwhile sees that it is no longer the file at its path
+        # (state/lock.py) and takes the new one.
+        vm.lock.unlink(missing_ok=True)
     return Removed(name, done, kept)
