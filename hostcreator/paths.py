@@ -47,6 +47,11 @@ def lv_path(vg: str, lv: str) -> Path:
     return Path("/dev") / vg / lv
 
 
+def qemu_log_of(console_log: Path) -> Path:
+    """Where boot-test's QEMU writes its own output: beside the console log it writes."""
+    return console_log.with_suffix(".qemu.log")
+
+
 def state_file(directory: Path, name: str) -> Path:
     """NAME's JSON state file in DIRECTORY (the build journal, mount-vm's state)."""
     return directory / f"{name}{STATE_SUFFIX}"
@@ -72,6 +77,7 @@ class VmPaths:
     log: Path
     serial_log: Path  # the domain's serial console (create-kvm)
     console_log: Path  # boot-test's console
+    qemu_log: Path  # boot-test's QEMU's own output, beside its console
     journal: Path
     lock: Path
     mount_state: Path
@@ -92,6 +98,7 @@ class VmPaths:
             log=config.log_dir / f"{name}.log",
             serial_log=config.log_dir / f"{name}.serial.log",
             console_log=config.log_dir / f"{name}.console.log",
+            qemu_log=qemu_log_of(config.log_dir / f"{name}.console.log"),
             journal=state_file(config.journal_dir, name),
             lock=lock_file(config.state_dir, name),
             mount_state=state_file(mount_state_dir(config.state_dir), name),

@@ -24,6 +24,7 @@ from hostcreator import run as run_module
 from hostcreator.disk import storage
 from hostcreator.errors import InvalidInput
 from hostcreator.host import mounts, places
+from hostcreator.state import mountstate
 
 pytestmark = pytest.mark.unit
 
@@ -316,6 +317,13 @@ ROWS = [
         "on", hint="--yes removes without asking", id="remove-no-terminal"),
     row(REMOVE, ["web1", "--yes"], "cannot connect to libvirt at", code=1,
         id="remove-no-libvirt"),
+    # Refused before libvirt is asked (LIBVIRT_URI points nowhere) and before the lock.
+    row(REMOVE, ["web1", "--yes"], "web1 is mounted at /mnt/hctest-web1 (mount-vm)", code=3,
+        hint="umount-vm web1 first", setup="mount-state", id="remove-mounted-by-mount-vm"),
+    row(REMOVE, ["web1", "--yes", "--disk", "--set", "LIBVIRT_URI=qemu+ssh://nohost.invalid/"
+        "system"], "--disk with a remote libvirt (qemu+ssh://nohost.invalid/system): the disk "
+        "is on that host, not here", hint="remove web1 without --disk, and delete its disk "
+        "there", id="remove-remote-disk"),
     # --- hostcreator boot-test, config, status, cache ---
     row(BOOT_TEST, ["../x"], "'../x' is not a valid host name", id="boot-name"),
     row(BOOT_TEST, ["web1", "--accel", "xen"], "--accel 'xen' is not tcg or kvm",
@@ -356,6 +364,12 @@ def make(setup: str | None, tmp: Path) -> None:
         text = {"broken-journal": "{not json", "list-journal": "[]",
                 "nul-journal": journal_text("/tmp/p/im\0g")}[setup]
         (tmp / "journal" / "web1.json").write_text(text)
+    elif setup == "mount-state":
+        state = mountstate.MountState("web1", paths.image_file(tmp / "images", "web1"),
+                                      Path("/mnt/hctest-web1"), read_only=True)
+        (tmp / "state" / "mounts").mkdir(parents=True)
+        paths.state_file(tmp / "state" / "mounts", "web1").write_text(
+            json.dumps(state.to_json()))
     elif setup in ("empty-disk", "dangling-disk", "hand-disk", "gpt-disk", "one-partition-disk"):
         disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
         disk.parent.mkdir(exist_ok=True)

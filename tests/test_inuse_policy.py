@@ -122,11 +122,24 @@ TABLE = [
         "running domain": f"{DISK} is the disk of domain other (running)",
         "process": f"{DISK} is open in process(es) {PID} (",
     }),
-    # NAME's own domain, running: not another's, and its QEMU has the disk open.
-    (Command.REMOVE, Allowed(domain="u-1", processes=True), {
+    # Before libvirt is asked: no domain is known, the processes are asked later.
+    (Command.REMOVE, Allowed(processes=True), {
+        "mount-vm": "(mount-vm)", "mounted here": "is mounted:",
+        "mounted elsewhere": "in another mount namespace", "loop": "in use by /dev/loop7",
+        "holder": "in use by dm-0", "defined domain": "is the disk of domain other",
+        "running domain": "is the disk of domain other",
+    }),
+    # NAME's own domain, running: not another's, and its QEMU (PID) has the disk open.
+    (Command.REMOVE, Allowed(domain="u-1", pids=frozenset({PID})), {
         "mount-vm": "(mount-vm)", "mounted here": "is mounted:",
         "mounted elsewhere": "in another mount namespace", "loop": "in use by /dev/loop7",
         "holder": "in use by dm-0",
+    }),
+    # ... but no other process.
+    (Command.REMOVE, Allowed(domain="u-1", pids=frozenset({PID + 1})), {
+        "mount-vm": "(mount-vm)", "mounted here": "is mounted:",
+        "mounted elsewhere": "in another mount namespace", "loop": "in use by /dev/loop7",
+        "holder": "in use by dm-0", "process": f"{DISK} is open in process(es) {PID} (",
     }),
     (Command.CLEANUP, Allowed(), {"state file": "web1 is mounted by mount-vm"}),
     (Command.RELEASE, Allowed(hint="h"), {

@@ -179,7 +179,7 @@ def list_vms(common: Common) -> None:
     common.emit({"vms": [vm.as_json() for vm in vms]}, human)
 
 
-@command("remove", reports=True)
+@command("remove", reports=True, undone=lambda a: remove.interrupted(a["name"]))
 def remove_vm(
     common: Common,
     name: VmName,

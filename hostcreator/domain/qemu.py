@@ -15,6 +15,7 @@ from pathlib import Path
 from hostcreator.domain.console import LOGIN_PROMPT, Guest, watch
 from hostcreator.errors import HostCreatorError
 from hostcreator.log import logger
+from hostcreator.paths import qemu_log_of
 from hostcreator.run import spawn, stop
 
 POLL_SECONDS = 0.5
@@ -62,7 +63,7 @@ class Process(Guest):
             return None
         return HostCreatorError(
             f"QEMU stopped (exit code {self.proc.returncode}) before the guest was up",
-            hint=f"see {self.console_log} and {self.console_log.with_suffix('.qemu.log')}",
+            hint=f"see {self.console_log} and {qemu_log_of(self.console_log)}",
         )
 
     def panic_hint(self) -> str:
@@ -77,7 +78,7 @@ def boot(disk: Path, console_log: Path, *, until: re.Pattern[bytes] = LOGIN_PROM
     console_log.parent.mkdir(parents=True, exist_ok=True)
     console_log.write_bytes(b"")
     proc = spawn(qemu_argv(disk, console_log, accel=accel, snapshot=snapshot),
-                 output=console_log.with_suffix(".qemu.log"))
+                 output=qemu_log_of(console_log))
     try:
         seen = watch(Process(proc, console_log), console_log, until=until, timeout=timeout,
                      poll=POLL_SECONDS)

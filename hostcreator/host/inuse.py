@@ -32,8 +32,9 @@ command in order, what it refuses (DiskInUse, exit code 3, naming the user);
   here that hostcreator did not make; after, a loop device that stayed.
 - remove: NAME mounted by mount-vm; the disk mounted here, then in another
   namespace; on a loop device; held; the disk of a domain other than NAME's;
-  open in a process - while NAME's own domain runs (its QEMU has the disk
-  open: `Allowed(processes=True)`), once --stop has ended it.
+  open in a process other than the QEMU of NAME's running domain
+  (`Allowed(pids=...)`), and in any process once --stop has ended it. Before
+  libvirt is asked, without the processes (`Allowed(processes=True)`).
 - cleanup: NAME mounted by mount-vm (then the build's loop devices are
   detached and the disk must be released).
 - release (the end of a build, cleanup): no loop device may stay on the disk
@@ -287,8 +288,10 @@ class Allowed:
     loops: bool = False  # umount-vm before detaching: the loop devices it is about to detach
     # create-kvm before it asks libvirt: a process is asked once libvirt has said whether
     # NAME's own domain exists (a running NAME is refused as existing, exit code 5).
-    # remove while NAME's domain runs: its QEMU has the disk open (asked again once stopped).
+    # remove before it asks libvirt likewise.
     processes: bool = False
+    # remove while NAME's domain runs: the PIDs of its QEMU, which has the disk open.
+    pids: frozenset[int] = frozenset()
     hint: str = field(default="", compare=False)  # release: what to do when the disk stays held
 
 
@@ -341,9 +344,9 @@ def _held(users: Users, what: str, allowed: Allowed) -> DiskInUse | None:
 def _a_domains_disk(users: Users, what: str, allowed: Allowed) -> DiskInUse | None:
     if found := [d for d in users.domains if d.uses_disk]:
         return DiskInUse(f"{what} is the disk of libvirt domain {', '.join(map(str, found))}",
-                         hint="a domain's disk is never built over: shut the domain down and "
-                              "remove it first (virsh destroy / virsh undefine), or choose "
-                              "another name")
+                         hint="a domain's disk is never built over: remove the domain first "
+                              f"(hostcreator remove {found[0].name} --stop), or choose another "
+                              "name")
     return None
 
 
@@ -355,9 +358,9 @@ def _another_domains_disk(users: Users, what: str, allowed: Allowed) -> DiskInUs
 
 
 def _open(users: Users, what: str, allowed: Allowed) -> DiskInUse | None:
-    if not allowed.processes and users.processes:
-        return DiskInUse(f"{what} is open in process(es) "
-                         f"{mounts.describe_processes(users.processes)}",
+    others = [p for p in users.processes if p not in allowed.pids]
+    if not allowed.processes and others:
+        return DiskInUse(f"{what} is open in process(es) {mounts.describe_processes(others)}",
                          hint="is a VM (QEMU) running from it? stop that process first")
     return None
 

@@ -6,6 +6,7 @@ Teardown functions log and go on: they never raise over the real error.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -160,6 +161,17 @@ def _scan(path: Path, names: Sequence[str], open_files: bool) -> list[int]:
                     pids.append(int(entry.name))
                     break
     return sorted(pids)
+
+
+def runs_domain(pid: int, uuid: str) -> bool:
+    """Whether process PID is the QEMU of the libvirt domain UUID (libvirt starts every QEMU
+    with `-uuid UUID`)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    wanted = uuid.lower().encode()
+    return any(a == b"-uuid" and b.lower() == wanted for a, b in itertools.pairwise(argv))
 
 
 def describe_processes(pids: Sequence[int]) -> str:

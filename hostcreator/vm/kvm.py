@@ -148,10 +148,10 @@ def refuse_existing(conn: libvirt.virConnect, name: str) -> None:
     if dom is None:
         return
     if dom.isActive():
-        hint = f"to make it anew, stop and remove it first (virsh destroy {name}; " \
-               f"virsh undefine {name})"
+        hint = f"to make it anew, remove it first (hostcreator remove {name} --stop)"
     else:
-        hint = f"start it: create-kvm {name} --start; or remove it first (virsh undefine {name})"
+        hint = f"start it: create-kvm {name} --start; or remove it first " \
+               f"(hostcreator remove {name})"
     raise DomainExists(f"domain {name} exists already ({virt.state(dom)}); nothing was changed",
                        hint=hint)
 
@@ -181,7 +181,7 @@ def define(conn: libvirt.virConnect, name: str, xml: str) -> libvirt.virDomain:
 def start_failed(name: str, exc: libvirt.libvirtError) -> HostCreatorError:
     text = virt.message(exc)
     hint = (f"{name} stays defined: fix the cause, then `create-kvm {name} --start` "
-            f"(or `virsh undefine {name}` to begin again)")
+            f"(or `hostcreator remove {name}` to begin again)")
     if "virtlogd" in text:
         hint = "virtlogd is not running: start it (virtlogd -d); then " + hint
     elif "Permission denied" in text:
