@@ -34,13 +34,28 @@ def validate_name(name: str) -> None:
         )
 
 
+DISK_SUFFIX = "-disk01"
+IMAGE_SUFFIX = ".img"
+
+
 def disk_name(name: str) -> str:
     """Both storage backends name NAME's disk alike: the image file's stem, the LV's name."""
-    return f"{name}-disk01"
+    return f"{name}{DISK_SUFFIX}"
+
+
+def name_of_disk(disk: str) -> str | None:
+    """The VM whose disk (image file stem or LV) is called DISK, or None."""
+    name = disk.removesuffix(DISK_SUFFIX)
+    return name if name != disk and is_valid_name(name) else None
 
 
 def image_file(image_dir: Path, name: str) -> Path:
-    return image_dir / f"{disk_name(name)}.img"
+    return image_dir / f"{disk_name(name)}{IMAGE_SUFFIX}"
+
+
+def name_of_image(path: Path) -> str | None:
+    """The VM whose image file PATH is, or None."""
+    return name_of_disk(path.stem) if path.suffix == IMAGE_SUFFIX else None
 
 
 def lv_path(vg: str, lv: str) -> Path:

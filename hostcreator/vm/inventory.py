@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import libvirt
 
+from hostcreator import paths
 from hostcreator.config import Config, StorageKind
 from hostcreator.disk import storage
 from hostcreator.domain import virt
@@ -27,8 +28,6 @@ from hostcreator.log import logger
 from hostcreator.run import run
 from hostcreator.state import journal
 from hostcreator.vm import mount as vmmount
-
-DISK_SUFFIX = "-disk01"
 
 
 @dataclass
@@ -54,15 +53,11 @@ class Vm:
         return asdict(self)
 
 
-def name_of_disk(stem: str) -> str | None:
-    return stem[:-len(DISK_SUFFIX)] if stem.endswith(DISK_SUFFIX) else None
-
-
 def image_disks(image_dir: Path) -> dict[str, Disk]:
     found = {}
     with contextlib.suppress(FileNotFoundError):
-        for path in sorted(image_dir.glob(f"*{DISK_SUFFIX}.img")):
-            if (name := name_of_disk(path.stem)) and path.is_file():
+        for path in sorted(image_dir.iterdir()):
+            if (name := paths.name_of_image(path)) and path.is_file():
                 st = path.stat()
                 found[name] = Disk(str(path), st.st_size, st.st_blocks * 512)
     return found
@@ -75,7 +70,7 @@ def lvm_disks(vg: str) -> dict[str, Disk]:
                        next(iter(result.tail), "lvs failed"))
         return {}
     return {name: Disk(str(v.path), v.size) for v in storage.parse_lvs(result.stdout)
-            if (name := name_of_disk(v.name))}
+            if (name := paths.name_of_disk(v.name))}
 
 
 def disks(config: Config) -> dict[str, Disk]:
@@ -126,7 +121,7 @@ def ours(conn: libvirt.virConnect, known: dict[str, Disk]) -> dict[str, Found]:
 
 
 def build_state(config: Config, vm: Vm) -> None:
-    record = journal.load(config.journal_dir, vm.name)
+    record = journal.load_or_warn(config.journal_dir, vm.name)
     if record is None:
         return
     vm.distribution, vm.suite = record.distribution, record.suite
