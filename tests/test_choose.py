@@ -14,7 +14,7 @@ import pytest
 
 from hostcreator import config
 from hostcreator.config import NetworkType, VirtType
-from hostcreator.domain import choose, kvmprobe
+from hostcreator.domain import choose, kvmprobe, qemu
 from hostcreator.errors import InvalidInput
 
 pytestmark = pytest.mark.unit
@@ -74,7 +74,7 @@ def calls(bin_dir: Path) -> list[str]:
 
 def test_kvm_is_chosen_when_a_guest_runs_under_it(fake_kvm, tmp_path):
     chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path)
-    assert (chosen.virt_type, chosen.vcpus) == (VirtType.KVM, choose.KVM_VCPUS)
+    assert (chosen.virt_type, chosen.vcpus) == (VirtType.KVM, qemu.KVM_VCPUS)
     assert chosen.notes[0].startswith("virt type kvm: the host's kernel vmlinuz-6.1.0-test")
     assert "-accel kvm" in calls(fake_kvm)[0]
     # Cached for this boot of the host: no second boot, and the output says so.
@@ -84,13 +84,59 @@ def test_kvm_is_chosen_when_a_guest_runs_under_it(fake_kvm, tmp_path):
     assert len(calls(fake_kvm)) == 1
 
 
-def test_a_dry_run_probes_but_keeps_nothing(fake_kvm, tmp_path):
-    # create-kvm --dry-run writes nothing, not even the probe's cache (or STATE_DIR).
-    chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path, remember=False)
-    assert chosen.virt_type is VirtType.KVM and not chosen.probe.cached
-    assert not (tmp_path / "state").exists()
-    again = choose.choose(load(tmp_path), None, sys_net=tmp_path)
-    assert not again.probe.cached and len(calls(fake_kvm)) == 2
+def test_a_dry_run_starts_no_qemu_and_keeps_nothing(fake_kvm, tmp_path):
+    # create-kvm --dry-run writes nothing, not even the probe's cache (or STATE_DIR), and
+    # boots nothing: without a kept answer it plans with qemu and says so.
+    chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path, dry_run=True)
+    assert (chosen.virt_type, chosen.vcpus, chosen.probe) == (
+        VirtType.QEMU, qemu.EMULATED_VCPUS, None)
+    assert "create-kvm would probe" in chosen.notes[0]
+    assert calls(fake_kvm) == [] and not (tmp_path / "state").exists()
+    # With the answer kept for this boot of the host, the dry run takes it.
+    choose.choose(load(tmp_path), None, sys_net=tmp_path)
+    again = choose.choose(load(tmp_path), None, sys_net=tmp_path, dry_run=True)
+    assert again.virt_type is VirtType.KVM and again.probe.cached
+    assert len(calls(fake_kvm)) == 1
+
+
+def test_a_wrong_network_costs_no_probe(fake_kvm, tmp_path):
+    with pytest.raises(InvalidInput, match="'lab' is neither a bridge"):
+        choose.choose(load(tmp_path, NETWORK="lab"), Conn(), sys_net=tmp_path)
+    assert calls(fake_kvm) == []
+
+
+@pytest.mark.parametrize("offered", [True, False], ids=["offers-kvm", "no-kvm"])
+def test_kvm_only_when_the_local_libvirt_offers_it(fake_kvm, tmp_path, offered):
+    chosen = choose.choose(load(tmp_path), Conn(kvm=offered, default=True), sys_net=tmp_path)
+    assert chosen.virt_type is (VirtType.KVM if offered else VirtType.QEMU)
+    assert chosen.probe.works and len(calls(fake_kvm)) == 1
+    if not offered:
+        assert "libvirt does not offer kvm domains" in chosen.notes[0]
+
+
+def test_the_console_is_read_once_more_after_qemu_ended(tmp_path, monkeypatch):
+    # QEMU prints the panic and exits at once: between a read of the console and the
+    # question whether it still runs, it may do both.
+    kernel = tmp_path / "vmlinuz-test"
+    kernel.write_bytes(b"")
+
+    class Ends:
+        returncode: int | None = None
+
+        def __init__(self, argv: list[str]) -> None:
+            self.console = Path(argv[argv.index("-serial") + 1].removeprefix("file:"))
+
+        def poll(self) -> int | None:
+            if self.returncode is None:
+                self.console.write_bytes(b"Kernel panic - not syncing: VFS: Unable to mount "
+                                         b"root fs on unknown-block(0,0)\r\n")
+                self.returncode = 0
+            return self.returncode
+
+    monkeypatch.setattr(kvmprobe, "spawn", lambda argv, output: Ends(argv))
+    monkeypatch.setattr(kvmprobe, "stop", lambda proc: None)
+    works, detail, _seconds = kvmprobe.boot("kvm", kernel, 5.0)
+    assert works, detail
 
 
 def test_the_host_kernel_is_booted_when_there_is_one(fake_kvm, tmp_path):
@@ -112,7 +158,7 @@ def test_without_a_kernel_to_boot_the_answer_is_software_emulation(fake_kvm, tmp
 def test_a_guest_that_prints_nothing_means_software_emulation(fake_kvm, tmp_path):
     (fake_kvm / "runs").unlink()
     chosen = choose.choose(load(tmp_path), None, sys_net=tmp_path)
-    assert (chosen.virt_type, chosen.vcpus) == (VirtType.QEMU, choose.EMULATED_VCPUS)
+    assert (chosen.virt_type, chosen.vcpus) == (VirtType.QEMU, qemu.EMULATED_VCPUS)
     assert "KVM guests do not run here" in chosen.notes[0]
     assert "printed nothing" in chosen.notes[0]
     assert chosen.notes[1].startswith("1 vCPU: under software emulation")
@@ -156,11 +202,18 @@ class Network:
 
 
 class Conn:
-    """libvirt with the given networks. Starting the real `default` network would add a
-    bridge and NAT rules to this shared host, so the active one is faked."""
+    """libvirt with the given networks (and kvm domains or not). Starting the real
+    `default` network would add a bridge and NAT rules to this shared host, so the active
+    one is faked."""
 
-    def __init__(self, **networks: bool) -> None:
+    def __init__(self, kvm: bool = True, **networks: bool) -> None:
         self.networks = networks
+        self.kvm = kvm
+
+    def getCapabilities(self) -> str:
+        kvm = "<domain type='kvm'/>" if self.kvm else ""
+        return (f"<capabilities><guest><arch name='x86_64'><domain type='qemu'/>{kvm}</arch>"
+                "</guest></capabilities>")
 
     def networkLookupByName(self, name: str) -> Network:
         import libvirt

@@ -1,7 +1,9 @@
 """What create-kvm chooses where the configuration leaves it to the host.
 
 - VIRT_TYPE=auto: kvm only when a guest was seen running under KVM here
-  (kvmprobe; a remote host: when its libvirt offers kvm), else qemu.
+  (kvmprobe) and the local libvirt offers kvm (a remote host: when its libvirt
+  offers it), else qemu. A dry run starts no QEMU: it takes the probe's kept
+  answer, else plans with qemu and says that create-kvm would probe.
 - VCPUS not set: 1 under software emulation, where a Linux guest with several
   vCPUs at times panics at boot (README, bench/tcg_smp.py), else 2.
 - NETWORK_TYPE=auto: the bridge NETWORK (default br0) when this host has it,
@@ -19,14 +21,12 @@ from pathlib import Path
 import libvirt
 
 from hostcreator.config import Config, NetworkType, VirtType
-from hostcreator.domain import kvmprobe, virt
+from hostcreator.domain import kvmprobe, qemu, virt
 from hostcreator.errors import InvalidInput
 
 SYS_NET = Path("/sys/class/net")
 BRIDGE = "br0"
 LIBVIRT_NETWORK = "default"
-EMULATED_VCPUS = 1
-KVM_VCPUS = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def network_active(conn: libvirt.virConnect | None, name: str) -> bool:
         return False
 
 
-def virt_type(config: Config, conn: libvirt.virConnect | None, remember: bool = True
+def virt_type(config: Config, conn: libvirt.virConnect | None, dry_run: bool = False
               ) -> tuple[VirtType, str | None, kvmprobe.Probe | None]:
     if config.virt_type is not VirtType.AUTO:
         return config.virt_type, None, None
@@ -74,20 +74,30 @@ def virt_type(config: Config, conn: libvirt.virConnect | None, remember: bool = 
             return VirtType.KVM, "virt type kvm: the remote host's libvirt offers it", None
         return VirtType.QEMU, "virt type qemu (software emulation): the remote host's " \
             "libvirt does not offer kvm (or was not asked)", None
-    probe = kvmprobe.probe(config.state_dir, remember=remember)
-    if probe.works:
-        return VirtType.KVM, f"virt type kvm: {probe.describe()}", probe
-    return (VirtType.QEMU, "virt type qemu (software emulation), as KVM guests do not run "
-            f"here: {probe.describe()}; VIRT_TYPE=kvm forces it", probe)
+    if dry_run:  # no QEMU is started: the answer kept for this boot of the host, if any
+        probe = kvmprobe.cached_only(config.state_dir)
+        if probe is None:
+            return VirtType.QEMU, "virt type qemu for this plan: create-kvm would probe " \
+                "whether a KVM guest runs here (--dry-run starts no QEMU); VIRT_TYPE sets it", None
+    else:
+        probe = kvmprobe.probe(config.state_dir)
+    if not probe.works:
+        return (VirtType.QEMU, "virt type qemu (software emulation), as KVM guests do not run "
+                f"here: {probe.describe()}; VIRT_TYPE=kvm forces it", probe)
+    if conn is not None and not virt.offers_kvm(conn):
+        return (VirtType.QEMU, f"virt type qemu (software emulation): a KVM guest runs here "
+                f"({probe.describe()}), but libvirt does not offer kvm domains (can its QEMU "
+                "user open /dev/kvm?); VIRT_TYPE=kvm forces it", probe)
+    return VirtType.KVM, f"virt type kvm: {probe.describe()}", probe
 
 
 def vcpus(config: Config, chosen: VirtType) -> tuple[int, str | None]:
     if config.vcpus is not None:
         return config.vcpus, None
     if chosen is VirtType.QEMU:
-        return EMULATED_VCPUS, "1 vCPU: under software emulation a Linux guest with " \
-            "several at times panics at boot; VCPUS sets the number"
-    return KVM_VCPUS, None
+        return qemu.EMULATED_VCPUS, f"{qemu.EMULATED_VCPUS} vCPU: under software emulation " \
+            "a Linux guest with several at times panics at boot; VCPUS sets the number"
+    return qemu.KVM_VCPUS, None
 
 
 def explicit_network(config: Config, conn: libvirt.virConnect | None, sys_net: Path
@@ -140,14 +150,15 @@ def check_named_bridge(config: Config, sys_net: Path = SYS_NET) -> None:
 
 
 def choose(config: Config, conn: libvirt.virConnect | None, sys_net: Path = SYS_NET, *,
-           remember: bool = True) -> Choices:
+           dry_run: bool = False) -> Choices:
     """The virt type, vCPUs and network of NAME's domain; CONN None: libvirt is not asked;
-    not to REMEMBER: the KVM probe's result is not cached (a dry run)."""
-    chosen, virt_note, probe = virt_type(config, conn, remember)
-    count, vcpu_note = vcpus(config, chosen)
+    DRY_RUN: no QEMU is started for the KVM probe (its kept answer, else qemu). The network
+    first: a NETWORK that is wrong costs no probe."""
     if config.network_type is NetworkType.AUTO:
         kind, network, net_note = auto_network(config, conn, sys_net)
     else:
         (kind, network), net_note = explicit_network(config, conn, sys_net), None
+    chosen, virt_note, probe = virt_type(config, conn, dry_run)
+    count, vcpu_note = vcpus(config, chosen)
     notes = tuple(n for n in (virt_note, vcpu_note, net_note) if n)
     return Choices(chosen, count, kind, network, notes, probe)

@@ -87,7 +87,11 @@ def payload_argv(kernel: Path) -> tuple[list[str], re.Pattern[bytes], str]:
 
 
 def boot(accel: str, kernel: Path, timeout: float) -> tuple[bool, str, float]:
-    """Boot the payload under ACCEL; whether it ran, what was seen, and how long it took."""
+    """Boot the payload under ACCEL; whether it ran, what was seen, and how long it took.
+
+    Not qemu.boot and console.watch: those boot a VM's disk and take a kernel panic for
+    a failure, while here the panic is the proof and any end is an answer, not an error.
+    """
     with tempfile.TemporaryDirectory(prefix="hostcreator-kvm-probe-") as tmp:
         workdir = Path(tmp)
         extra, ran, what = payload_argv(kernel)
@@ -99,10 +103,14 @@ def boot(accel: str, kernel: Path, timeout: float) -> tuple[bool, str, float]:
         start = time.monotonic()
         proc = spawn(argv, output=workdir / "qemu.log")
         try:
-            while (elapsed := time.monotonic() - start) < timeout:
+            while True:
+                # Asked before the console is read: all that a QEMU that has ended wrote
+                # is in it (it prints its panic, then exits at once).
+                ended = proc.poll() is not None
+                elapsed = time.monotonic() - start
                 if ran.search(console.read_bytes()):
                     return True, f"{what} ran under {accel} in {elapsed:.1f} s", elapsed
-                if proc.poll() is not None:
+                if ended or elapsed >= timeout:
                     break
                 time.sleep(POLL_SECONDS)
         finally:
@@ -131,10 +139,15 @@ def cached(state_dir: Path, current: str) -> Probe | None:
     return Probe(**{**asdict(result), "cached": True})
 
 
+def cached_only(state_dir: Path) -> Probe | None:
+    """The answer kept for this boot of the host, else None; nothing is booted (a dry run)."""
+    return cached(state_dir, boot_id())
+
+
 def probe(state_dir: Path, *, device: Path | None = None, accel: str = "kvm",
-          timeout: float | None = None, remember: bool = True) -> Probe:
+          timeout: float | None = None) -> Probe:
     """Whether a guest runs under ACCEL here, from the cache of this boot or by booting one
-    (kept in STATE_DIR's cache unless not to REMEMBER: a dry run writes nothing)."""
+    (kept in STATE_DIR's cache)."""
     device = KVM_DEVICE if device is None else device
     timeout = TIMEOUT if timeout is None else timeout
     current = boot_id()
@@ -149,7 +162,7 @@ def probe(state_dir: Path, *, device: Path | None = None, accel: str = "kvm",
         logger.info("    probing whether a guest runs under %s (at most %.0f s)", accel, timeout)
         works, detail, seconds = boot(accel, kernel, timeout)
         result = Probe(works, detail, current, round(seconds, 2))
-    if accel == "kvm" and current and remember:
+    if accel == "kvm" and current:
         with contextlib.suppress(OSError):
             statefile.write(state_dir / CACHE_FILE, {**asdict(result), "cached": False})
     return result

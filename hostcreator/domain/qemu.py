@@ -19,6 +19,13 @@ from hostcreator.paths import qemu_log_of
 from hostcreator.run import spawn, stop
 
 POLL_SECONDS = 0.5
+# One vCPU under software emulation. With two, each in a thread of its own, a Linux guest
+# at times panics at boot: one vCPU runs kernel code the other has just patched as it was
+# before ("Oops: int3"). Both in one thread (tcg,thread=single) is worse: the kernel's
+# timer check then at times fails ("IO-APIC + timer doesn't work!"). bench/tcg_smp.py
+# counts such panics. create-kvm's default (domain/choose.py) follows it.
+EMULATED_VCPUS = 1
+KVM_VCPUS = 2
 
 
 @dataclass
@@ -33,12 +40,7 @@ def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int 
         "qemu-system-x86_64",
         "-accel", accel,
         "-m", str(memory),
-        # One vCPU under software emulation. With two, each in a thread of its own, a
-        # Linux guest at times panics at boot: one vCPU runs kernel code the other has
-        # just patched as it was before ("Oops: int3"). Both in one thread
-        # (tcg,thread=single) is worse: the kernel's timer check then at times fails
-        # ("IO-APIC + timer doesn't work!"). bench/tcg_smp.py counts such panics.
-        "-smp", "1" if accel == "tcg" else "2",
+        "-smp", str(EMULATED_VCPUS if accel == "tcg" else KVM_VCPUS),
         "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
         "-nic", "user,model=virtio-net-pci",
         "-display", "none",

@@ -133,7 +133,7 @@ def render_checked(spec: domain.DomainSpec) -> tuple[str, str | None]:
 def dry_run(config: Config, name: str) -> str:
     """The XML create-kvm would give libvirt; libvirt is not asked anything."""
     disk = check_locally(config, name, writes=False)
-    choices = choose.choose(config, None, remember=False)
+    choices = choose.choose(config, None, dry_run=True)
     for note in choices.notes:
         logger.info("%s", note)
     persistent, live = render_checked(make_spec(config, name, disk, choices))
