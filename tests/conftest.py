@@ -367,6 +367,9 @@ def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
 # --- libvirt: a running libvirtd, domains that are always removed, a reachable disk ---
 
 LIBVIRT_URI = "qemu:///system"
+# A libvirt that is never reached: tests without libvirtd point LIBVIRT_URI here, so that
+# they neither ask nor see this host's domains.
+NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 
 # A domain of type qemu (TCG works here, KVM does not) on a raw image, console to a file.
 DOMAIN_XML = """\

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import hand_made_disk, run_cli
+from conftest import NOWHERE, hand_made_disk, run_cli
 
 from hostcreator import paths
 from hostcreator import run as run_module
@@ -27,8 +27,6 @@ from hostcreator.host import mounts, places
 from hostcreator.state import mountstate
 
 pytestmark = pytest.mark.unit
-
-NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 CREATE_DEBIAN = ("create-debian",)
 CREATE_UBUNTU = ("create-ubuntu",)
 CREATE_KVM = ("create-kvm",)

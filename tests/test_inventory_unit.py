@@ -4,14 +4,12 @@ journals and disks, whatever state those are in."""
 from __future__ import annotations
 
 import pytest
-from conftest import unique_name
+from conftest import NOWHERE, unique_name
 
 from hostcreator import paths
 from hostcreator.vm import inventory
 
 pytestmark = pytest.mark.unit
-
-NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 
 
 def test_an_unreadable_journal_is_warned_about_and_the_rest_is_listed(testenv, caplog):

@@ -5,14 +5,12 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
-from conftest import hand_made_disk, run_cli, unique_name
+from conftest import NOWHERE, hand_made_disk, run_cli, unique_name
 
 from hostcreator import paths
 from hostcreator.host import loopdev
 
 pytestmark = pytest.mark.root
-
-NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 
 
 def test_a_disk_on_a_loop_device_is_refused_before_libvirt_is_asked(testenv):

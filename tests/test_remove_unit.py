@@ -13,7 +13,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from conftest import unique_name
+from conftest import NOWHERE, unique_name
 from typer.testing import CliRunner
 
 from hostcreator import config
@@ -42,7 +42,7 @@ def load(tmp_path: Path) -> config.Config:
         "JOURNAL_DIR": f"{tmp_path}/j", "STATE_DIR": f"{tmp_path}/st",
         "MOUNT_DIR": f"{tmp_path}/mnt", "SECRETS_DIR": f"{tmp_path}/sec",
         "CACHE_DIR": f"{tmp_path}/cache", "HOOK_DIR": f"{tmp_path}/hooks",
-        "LIBVIRT_URI": "qemu+unix:///system?socket=/nonexistent/libvirt-sock"}, environ={})
+        "LIBVIRT_URI": NOWHERE}, environ={})
 
 
 def libvirt_error(code: int) -> libvirt.libvirtError:
