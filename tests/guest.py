@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import re
+import select
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hostcreator.domain import qemu
+from hostcreator.domain.console import LOGIN_PROMPT
+from hostcreator.run import spawn, stop
 
 REPORT_END = re.compile(rb"HCREPORT END")
 # The getty on the same serial port may write terminal queries into a line.
@@ -22,9 +31,20 @@ def parse_report(console: str) -> dict[str, str]:
     return report
 
 
+# What the console shows of systemd's failures, and of what logs at error level.
+CONSOLE_ERRORS = re.compile(r"\[FAILED\]|\bFailed to\b|\berror\b", re.IGNORECASE)
+
+
+def console_errors(console: str) -> list[str]:
+    return [line.strip() for line in console.splitlines() if CONSOLE_ERRORS.search(line)]
+
+
 def boot_and_report(image: Path, console_log: Path, timeout: float = 600) -> dict[str, str]:
+    """The report, and the console's error lines (console_errors, |-separated)."""
     boot = qemu.boot(image, console_log, until=REPORT_END, timeout=timeout)
-    return parse_report(boot.console)
+    report = parse_report(boot.console)
+    report["console_errors"] = "|".join(console_errors(boot.console))
+    return report
 
 
 def check_report(report: dict[str, str], name: str, suite: str) -> None:
@@ -52,6 +72,90 @@ def check_report(report: dict[str, str], name: str, suite: str) -> None:
     # ROOT_PASSWORD_FILE and SSH_AUTHORIZED_KEYS of the test configuration.
     assert report["root_password"] == "P"  # a usable password
     assert report["authorized_keys"] == "1"
+    # A clean first boot (systemd-ssh-generator's vsock error among what it would show).
+    assert report["failed_units"] == "", report["failed_units"]
+    assert report["journal_errors"] == "", report["journal_errors"]
+    assert report["console_errors"] == "", report["console_errors"]
     # The release never changes: the VM gets its fixes from the update pockets.
     assert sorted(report["apt_suites"].split()) == [suite, f"{suite}-security",
                                                     f"{suite}-updates"], report["apt_suites"]
+
+
+# --- a guest to talk to: its serial console as a socket, its SSH port forwarded ---
+
+PROMPT = re.compile(rb"root@[a-z0-9-]+:~# ")
+OUTPUT = re.compile(rb"HCBEGIN\r?\n(.*?)HCEND (\d+)\r?\n", re.DOTALL)
+
+
+class Console:
+    """The serial console of a running QEMU, through its chardev socket."""
+
+    def __init__(self, path: Path, proc, timeout: float = 60) -> None:
+        self.proc = proc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                assert time.monotonic() < deadline, f"no console socket {path}"
+                assert proc.poll() is None, f"QEMU stopped (exit code {proc.returncode})"
+                time.sleep(0.2)
+        self.seen = b""
+
+    def expect(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
+        """Read until PATTERN shows in what came after the last match; return the match."""
+        deadline = time.monotonic() + timeout
+        while (match := pattern.search(self.seen)) is None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {pattern.pattern!r} on the console after {timeout:.0f} s; " \
+                f"last: {self.seen[-400:]!r}"
+            assert self.proc.poll() is None, f"QEMU stopped: {self.seen[-400:]!r}"
+            ready, _, _ = select.select([self.sock], [], [], min(left, 1.0))
+            if ready:
+                self.seen += self.sock.recv(65536)
+        self.seen = self.seen[match.end():]
+        return match
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode())
+
+    def login(self, password: str, timeout: float = 900) -> None:
+        self.expect(LOGIN_PROMPT, timeout)
+        self.send("root\r")
+        self.expect(re.compile(rb"Password: "), 60)
+        self.send(f"{password}\r")
+        self.expect(PROMPT, 120)
+        self.run("dmesg -n 1")  # the kernel's messages would come between the lines
+
+    def run(self, command: str, timeout: float = 300) -> tuple[int, str]:
+        """Run COMMAND in the logged-in shell: its exit code and output."""
+        # The quotes keep the markers out of the echo of the typed line.
+        self.send(f"echo HC''BEGIN; {command}; echo HC''END $?\r")
+        match = self.expect(OUTPUT, timeout)
+        self.expect(PROMPT, 30)
+        return int(match[2]), match[1].decode("utf-8", "replace").replace("\r", "")
+
+
+@contextmanager
+def running_guest(image: Path, console_log: Path, *, ssh_port: int) -> Iterator[Console]:
+    """IMAGE booted (from a throw-away snapshot) with its console a socket; stopped after."""
+    console_log.parent.mkdir(parents=True, exist_ok=True)
+    sock = Path(tempfile.mkdtemp(prefix="hctest-console-")) / "console.sock"
+    proc = spawn(qemu.qemu_argv(image, console_log, ssh_port=ssh_port, console_socket=sock),
+                 output=console_log.with_suffix(".qemu.log"))
+    try:
+        console = Console(sock, proc)
+        yield console
+        console.sock.close()
+    finally:
+        stop(proc)
+        shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -35,17 +35,29 @@ class Boot:
 
 
 def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int = 1024,
-              snapshot: bool = True) -> list[str]:
+              snapshot: bool = True, ssh_port: int | None = None,
+              console_socket: Path | None = None) -> list[str]:
+    """QEMU's command line; SSH_PORT on the host's loopback forwards to the guest's port 22,
+    CONSOLE_SOCKET makes the serial console a socket to talk to (still logged)."""
+    nic = "user,model=virtio-net-pci"
+    if ssh_port is not None:
+        # To the address QEMU's user network gives the guest (its DHCP's first lease).
+        nic += f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    if console_socket is not None:
+        serial = ["-chardev", f"socket,id=console,path={console_socket},server=on,wait=off,"
+                  f"logfile={console_log}", "-serial", "chardev:console"]
+    else:
+        serial = ["-serial", f"file:{console_log}"]
     argv = [
         "qemu-system-x86_64",
         "-accel", accel,
         "-m", str(memory),
         "-smp", str(EMULATED_VCPUS if accel == "tcg" else KVM_VCPUS),
         "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
-        "-nic", "user,model=virtio-net-pci",
+        "-nic", nic,
         "-display", "none",
         "-monitor", "none",
-        "-serial", f"file:{console_log}",
+        *serial,
         "-no-reboot",
     ]
     if snapshot:

@@ -43,6 +43,10 @@ done
         'Identifier: Packages' | sort -u | tr '\n' ' ')"
     echo "HCREPORT root_password=$(passwd -S root | awk '{print $2}')"
     echo "HCREPORT authorized_keys=$(grep -c '^ssh-' /root/.ssh/authorized_keys 2>/dev/null)"
+    # A clean first boot: no failed unit, nothing logged at error level (so far).
+    echo "HCREPORT failed_units=$(systemctl --failed --plain --no-legend | awk '{print $1}' \
+        | tr '\n' ' ')"
+    echo "HCREPORT journal_errors=$(journalctl -b -p err -q --no-pager -o cat | tr '\n' '|')"
     echo "HCREPORT END"
 } > /dev/ttyS0
 SCRIPT
