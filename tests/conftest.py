@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -417,6 +418,12 @@ def libvirtd() -> str:
 @pytest.fixture
 def domains(libvirtd: str):
     """Names of the domains a test makes (append them first); destroyed and undefined after."""
+    yield from removed_domains(libvirtd)
+
+
+def removed_domains(libvirtd: str) -> Iterator[list[str]]:
+    """A list for the names of the domains a fixture makes; they are destroyed and
+    undefined when the generator resumes."""
     import libvirt
 
     from hostcreator.domain import virt  # noqa: F401  libvirt's errors become exceptions only
@@ -438,8 +445,7 @@ def domains(libvirtd: str):
         conn.close()
 
 
-@pytest.fixture
-def vm_env(tmp_path_factory: pytest.TempPathFactory):
+def reachable_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestEnv]:
     """A TestEnv that QEMU, running as libvirt's unprivileged user, can reach: the
     directories above it are searchable (o+x), not only root's (0700)."""
     base = tmp_path_factory.getbasetemp()
@@ -454,6 +460,12 @@ def vm_env(tmp_path_factory: pytest.TempPathFactory):
     for image in env.image_dir.glob("*.img"):  # big; the logs stay for a look
         image.unlink()
     assert not leaks, f"left behind: {leaks}"
+
+
+@pytest.fixture
+def vm_env(tmp_path_factory: pytest.TempPathFactory):
+    """A TestEnv that QEMU, running as libvirt's unprivileged user, can reach."""
+    yield from reachable_env(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ from conftest import run_cli, unique_name
 from hostcreator.config import NetworkType, VirtType
 from hostcreator.domain import render as domain
 from hostcreator.domain import virt
-from hostcreator.domain.console import LOGIN_PROMPT, read_since
 
 WAIT = 600
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
@@ -60,79 +59,6 @@ def tiny_iso(directory: Path) -> Path:
 
 def disks(xml: str) -> dict[str, ET.Element]:
     return {d.get("device", ""): d for d in ET.fromstring(xml).iterfind("devices/disk")}
-
-
-def without_agent_state(xml: str) -> str:
-    # The only thing the guest itself changes in the live XML: its agent (dis)connecting.
-    return re.sub(r" state='(dis)?connected'", "", xml)
-
-
-def wait_for_login_prompt(console: Path, since: int, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if LOGIN_PROMPT.search(read_since(console, since)):
-            return time.monotonic() - start
-        time.sleep(1)
-    raise AssertionError(f"no login prompt in {console} after {timeout} s")
-
-
-@pytest.mark.e2e
-def test_define_start_wait_then_never_overwrite(debian_vm, vm_env, domains, conn):
-    name = unique_name()
-    domains.append(name)
-    image = debian_vm.copy(name, into=vm_env)
-    console = vm_env.log_dir / f"{name}.serial.log"
-
-    started = time.monotonic()
-    result = create_kvm(name, vm_env, "--wait", str(WAIT))
-    took = time.monotonic() - started
-    assert result.returncode == 0, result.stderr
-    up = re.search(rf"{name} is up after (\d+) s: (.*)", result.stderr)
-    assert up, result.stderr
-    login = wait_for_login_prompt(console, 0, WAIT)
-    print(f"\ncreate-kvm --wait: up after {up[1]} s ({up[2]}), the command took {took:.0f} s; "
-          f"the login prompt came {login:.0f} s after it returned")
-
-    dom = conn.lookupByName(name)
-    assert dom.isActive() and dom.isPersistent()
-    persistent = dom.XMLDesc(INACTIVE)
-    root = ET.fromstring(persistent)
-    assert root.get("type") == "qemu"
-    assert list(disks(persistent)) == ["disk"]
-    assert disks(persistent)["disk"].find("source").get("file") == str(image)
-    assert disks(persistent)["disk"].find("boot").get("order") == "1"
-    assert root.find("devices/interface").get("type") == "user"
-    assert root.find("devices/serial/log").get("file") == str(console)
-    assert (vm_env.log_dir / f"{name}.log").exists()
-
-    # A second create-kvm of the same name changes nothing and says so.
-    live = without_agent_state(dom.XMLDesc(0))
-    domain_id = dom.ID()
-    again = create_kvm(name, vm_env, "--memory", "512", "--live-iso", str(tiny_iso(vm_env.base)))
-    assert again.returncode == 5, again.stderr
-    assert f"domain {name} exists already (running); nothing was changed" in again.stderr
-    assert dom.isActive() and dom.ID() == domain_id
-    assert dom.XMLDesc(INACTIVE) == persistent
-    assert without_agent_state(dom.XMLDesc(0)) == live
-
-    # Destroyed, the domain keeps its persistent definition.
-    dom.destroy()
-    assert not dom.isActive() and dom.isPersistent()
-    assert dom.XMLDesc(INACTIVE) == persistent
-    again = create_kvm(name, vm_env)
-    assert again.returncode == 5 and "(shut off)" in again.stderr
-    assert f"create-kvm {name} --start" in again.stderr
-
-    # --start boots it again as defined; --wait looks only at this boot's console output.
-    since = console.stat().st_size
-    result = run_cli("create-kvm", name, "--config", str(vm_env.config), "--start", "--wait",
-                     timeout=WAIT + 300)
-    assert result.returncode == 0, result.stderr
-    up = re.search(rf"{name} is up after (\d+) s", result.stderr)
-    assert up and int(up[1]) >= 5, result.stderr  # not fooled by the first boot's prompt
-    assert dom.isActive() and dom.XMLDesc(INACTIVE) == persistent
-    print(f"create-kvm --start --wait: up after {up[1]} s; login prompt "
-          f"{wait_for_login_prompt(console, since, WAIT):.0f} s after that")
 
 
 def panicking_copy(vm: conftest.BuiltVM, name: str, env: conftest.TestEnv) -> Path:
