@@ -292,8 +292,12 @@ def test_an_interrupted_remove_does_not_claim_all_was_undone(tmp_path, monkeypat
 
     monkeypatch.setattr(remove, "remove", interrupted)
     name = unique_name()
+    handlers = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)]
     result = CliRunner().invoke(app, ["remove", name, "--yes", "-c", str(empty_file(tmp_path))])
     assert result.exit_code == 128 + signal.SIGINT
+    # The command's handlers were for its own run: the caller's are back (a Ctrl-C in a
+    # later test of this process is a KeyboardInterrupt again, not Interrupted).
+    assert [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)] == handlers
     assert "everything it set up was undone" not in result.output
     assert f"what is left of {name} is removed by `hostcreator remove {name}` again" \
         in result.output

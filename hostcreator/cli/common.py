@@ -104,9 +104,12 @@ def fail(common: Common, message: str, hint: str | None, exit_code: int) -> NoRe
 
 
 def guarded(common: Common, action: Callable[[], Any], undone: str) -> None:
-    """Run ACTION; what it raises becomes one line each and an exit code."""
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    """Run ACTION; what it raises becomes one line each and an exit code.
+
+    SIGINT and SIGTERM raise Interrupted while it runs; the handlers before it are
+    restored afterwards (a caller in the same process, such as a test, keeps its own).
+    """
+    before = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         faults.crash(common.program)
         action()
@@ -126,6 +129,9 @@ def guarded(common: Common, action: Callable[[], Any], undone: str) -> None:
         common.emit({"error": {"message": f"internal error: {detail}", "hint": INTERNAL_HINT,
                                "exit_code": 1}})
         raise typer.Exit(1) from None
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _parameter(name: str, kind: Any, default: Any, option: Any) -> inspect.Parameter:
