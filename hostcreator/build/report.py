@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hostcreator.build import access, bootstrap, cache, hooks, network
+from hostcreator.build import access, bootloader, bootstrap, cache, hooks, network
 from hostcreator.disk import partition
 from hostcreator.log import Progress
 
 # A build is pipeline.Build, which imports this module: not named here (no import cycle).
 Build = Any
 
-# What runs inside the chroot, besides the distribution's GRUB script.
+# What runs inside the chroot, besides the skeleton's GRUB script (bootloader.script_for).
 INSTALL_SCRIPT = "root/bin/install.sh"
 CUSTOM_SCRIPT = "root/bin/install-custom.sh"
 
@@ -44,8 +44,9 @@ def scripts(build: Build) -> list[str]:
     """The scripts the build runs, in order: hooks on the host, the chroot's scripts."""
     hook_dir = build.config.hook_dir
     ran: list[str] = []
+    grub = bootloader.script_for(build.skel, build.distribution).lstrip("/")
     for hook, inside in ((hooks.POSTUNPACK, (INSTALL_SCRIPT, CUSTOM_SCRIPT)),
-                         (hooks.POSTCONFIG, (build.distribution.grub_script.lstrip("/"),))):
+                         (hooks.POSTCONFIG, (grub,))):
         ran += [str(s.path) for s in hooks.scripts(hook_dir, hook) if s.runs]
         ran += [f"/{rel} (in the chroot)" for rel in inside
                 if rel != CUSTOM_SCRIPT or (build.skel / rel).is_file()]
