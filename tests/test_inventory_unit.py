@@ -3,8 +3,10 @@ journals and disks, whatever state those are in."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import NOWHERE, unique_name
+from conftest import NOWHERE, run_cli, unique_name
 
 from hostcreator import paths
 from hostcreator.vm import inventory
@@ -35,3 +37,24 @@ def test_only_files_named_as_a_vms_disk_are_disks(testenv):
     (testenv.image_dir / f"{paths.disk_name(name)}.img.bak").write_bytes(b"")
     assert list(inventory.image_disks(testenv.image_dir)) == [name]
     assert paths.name_of_image(paths.image_file(testenv.image_dir, name)) == name
+
+
+def test_list_without_libvirt_says_so_and_lists_the_disks(testenv):
+    conf = testenv.write(LIBVIRT_URI=NOWHERE)
+    nothing = run_cli("hostcreator", "list", "-c", str(conf), timeout=60)
+    assert nothing.returncode == 0, nothing.stderr
+    assert f"no VM is known (IMAGE_DIR={testenv.image_dir}, JOURNAL_DIR={testenv.journal_dir})" \
+        in nothing.stderr
+    name = unique_name()
+    image = testenv.image(name)
+    image.parent.mkdir()
+    image.write_bytes(b"\0" * 4096)
+    result = run_cli("hostcreator", "list", "-c", str(conf), "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and NOWHERE in warnings[0], result.stderr
+    assert warnings[0].endswith(": the domains are not listed"), result.stderr
+    [vm] = json.loads(result.stdout)["vms"]
+    assert (vm["name"], vm["domain"], vm["build"], vm["addresses"]) == (
+        name, "unknown", "unknown", [])
+    assert vm["disk"] == {"path": str(image), "size": 4096, "used": image.stat().st_blocks * 512}
