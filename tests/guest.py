@@ -129,6 +129,8 @@ class Console:
         self.send(f"{password}\r")
         self.expect(PROMPT, 120)
         self.run("dmesg -n 1")  # the kernel's messages would come between the lines
+        # Plain output to compare: no colours (ip, systemd) nor line erasing (journalctl).
+        self.run("export TERM=dumb NO_COLOR=1 SYSTEMD_COLORS=0")
 
     def run(self, command: str, timeout: float = 300) -> tuple[int, str]:
         """Run COMMAND in the logged-in shell: its exit code and output."""
