@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -241,6 +242,32 @@ def test_is_mounted_for_create_kvm(vm, debian_vm):
     assert mounted_at() == vm.mountpoint
     ok(vm.umount())
     assert mounted_at() is None
+
+
+def test_a_build_started_meanwhile_does_not_keep_the_disk(vm):
+    """A build's namespace, made while NAME is mounted, starts with a copy of the mounts;
+    it lets go of the copies of loop-backed ones, so umount-vm detaches NAME's disk at
+    once - also on a host whose / is private, as this one's is (no systemd)."""
+    ok(vm.mount())
+    loop = vm.state()["loop"]
+    ready = vm.mountpoint.parent / f"{vm.name}.ns"
+    code = ("import pathlib, sys, time; from hostcreator.host import mounts; "
+            "mounts.private_namespace(); pathlib.Path(sys.argv[1]).write_text('x'); "
+            "time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(ready)], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline and holder.poll() is None, "no namespace"
+            time.sleep(0.1)
+        # It let go of its copy at once (the host's unmount need not reach it)...
+        assert f" {vm.mountpoint} " not in Path(f"/proc/{holder.pid}/mountinfo").read_text()
+        ok(vm.umount())
+        assert loop not in vm.loops() and vm.leftovers() == []  # ...so the disk is free
+    finally:
+        holder.terminate()
+        holder.wait(timeout=30)
+        ready.unlink(missing_ok=True)
 
 
 def test_a_copy_of_the_mount_in_another_namespace_is_named(vm):

@@ -17,6 +17,7 @@ runs again from its start.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import shutil
@@ -413,12 +414,20 @@ def peak_rss_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
+def _dirs_of(build: Build) -> list[Path]:
+    """Every directory and file the build uses: what it lies on stays in its namespace."""
+    config = build.config
+    found = [value for f in dataclasses.fields(config)
+             if isinstance(value := getattr(config, f.name), Path)]
+    return [*found, build.skel, build.disk.path]
+
+
 def run_steps(build: Build, progress: Progress) -> None:
     """Every stage not finished earlier, each one written down as it starts and ends."""
     record = build.record
     with ExitStack() as stack:
         # From here on nobody else sees our mounts, and they die with us.
-        record.namespace = private_namespace()
+        record.namespace = private_namespace(keep=_dirs_of(build))
         build.save()
         for step in STEPS:
             done = step.stage in record.done

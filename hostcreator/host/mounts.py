@@ -9,8 +9,9 @@ import contextlib
 import itertools
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
@@ -225,19 +226,51 @@ def current_namespace() -> str:
     return os.readlink("/proc/self/ns/mnt")
 
 
-def private_namespace() -> str:
+# Where the system lives: a loop-backed mount at one of these (or above one) is never
+# let go of in a private namespace, whatever it is.
+SYSTEM_DIRS = tuple(Path(p) for p in ("/", "/usr", "/etc", "/var", "/tmp", "/home", "/opt",
+                                      "/srv", "/boot", "/root", "/run", "/dev", "/proc", "/sys"))
+
+
+def private_namespace(keep: Iterable[Path] = ()) -> str:
     """Move this process (and what it starts from now on) into a mount namespace of its own.
 
     Its mounts are seen by it and its children only: no other process ever sees
     a half-built tree, a namespace libvirt clones for a VM meanwhile gets none of
     them, and when the last process in it ends - killed or not - the kernel
     unmounts them all. The host's mounts still reach it (a slave of the host).
-    Returns the identity of the new namespace.
+    The copies of other disks' mounts it starts with are let go of (drop_disk_copies),
+    except those KEEP's paths lie on. Returns the identity of the new namespace.
     """
     if libc.unshare(CLONE_NEWNS) != 0:
         raise HostCreatorError(f"cannot make a private mount namespace: {last_error()}")
     run(["mount", "--make-rslave", "/"])
+    drop_disk_copies(keep)
     return current_namespace()
+
+
+def drop_disk_copies(keep: Iterable[Path] = ()) -> list[Path]:
+    """In a namespace of our own: unmount (here only) the copies of loop-backed mounts.
+
+    A new namespace starts with a copy of every mount of the host's - a VM that mount-vm
+    mounted, another build's tree - and where the host's mounts are private (no
+    systemd, as on this project's test machine) the host's unmount never reaches the
+    copy: it would keep that VM's loop device attached, and umount-vm refusing, for as
+    long as we run. What KEEP's paths, this program and the system lie on stays.
+    Returns the mount points let go of.
+    """
+    ours = (Path(sys.prefix), Path(sys.base_prefix), Path(__file__).parent, Path.cwd())
+    needed = {p.resolve() for p in (*keep, *SYSTEM_DIRS, *ours)}
+    dropped = []
+    for entry in reversed(mountinfo()):
+        if not entry.source.startswith("/dev/loop") or any(
+                entry.point == p or entry.point in p.parents for p in needed):
+            continue
+        # Lazily: its submounts (a mount-vm's /dev, /proc binds) go with it.
+        result = run(["umount", "--lazy", entry.point], check=False)
+        if result.returncode == 0:
+            dropped.append(entry.point)
+    return dropped
 
 
 def processes_in_namespace(namespace: str) -> list[int]:
