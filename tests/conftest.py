@@ -342,8 +342,9 @@ def access_settings(env: TestEnv) -> dict[str, str]:
 
 
 def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
-              suite: str | None, **settings: str):
-    """A VM built by the real create-<distribution>, with the report hook installed."""
+              suite: str | None, program: str | None = None, **settings: str):
+    """A VM built by the real create-<distribution> (PROGRAM: another installation's),
+    with the report hook installed."""
     if not _is_root():
         pytest.skip("needs root")
     env = TestEnv(tmp_path_factory.mktemp(f"{distribution}-vm"))
@@ -354,8 +355,9 @@ def _built_vm(tmp_path_factory: pytest.TempPathFactory, distribution: str,
     env.install_hook("postunpack.sh", f'#!/bin/sh\necho "$@" > {env.base}/hook-seen-$1\n'
                      f'env >> {env.base}/hook-seen-$1\n')
     name = unique_name()
-    program = f"create-{distribution}"
-    result = run_cli(program, name, *([suite] if suite else []), "--config", str(env.config))
+    program = program or f"create-{distribution}"
+    result = run_cli(program, name, *([suite] if suite else []), "--config", str(env.config),
+                     cwd=env.base)
     if result.returncode != 0:
         env.cleanup()
         pytest.fail(f"{program} failed:\n{result.stdout}\n{result.stderr}")
