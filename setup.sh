@@ -1,6 +1,7 @@
 #!/bin/sh
 # setup.sh: install what hostcreator needs on a Debian or Ubuntu host, as root:
-# the host tools (debootstrap, QEMU, libvirt...), a Python virtual environment
+# the host tools (debootstrap, QEMU, libvirt...), the tools the tests build the
+# Debian package with (debhelper, lintian), a Python virtual environment
 # in .venv with hostcreator and its test tools, and, where no init system
 # manages them, the libvirt daemons.
 set -eu
@@ -13,6 +14,7 @@ PACKAGES="
     libvirt-daemon-system libvirt-clients libxml2-utils
     xorriso
     python3 python3-venv python3-dev gcc pkg-config libparted-dev libvirt-dev
+    man-db debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian
 "
 export DEBIAN_FRONTEND=noninteractive
 missing=""

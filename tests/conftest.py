@@ -246,7 +246,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # The tiers, lightest first; every test is in exactly one (the heaviest it needs: a
 # libvirt or e2e test runs as root too). pyproject.toml registers them.
-TIERS = ("unit", "root", "libvirt", "e2e")
+TIERS = ("unit", "root", "libvirt", "package", "e2e")
 
 
 def tiers_of(item: pytest.Item) -> list[str]:

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("disk", "domain"),
     ("build",),
     ("vm",),
-    ("cli", "__main__"),
+    ("cli", "__main__", "manpage"),
 )
 
 

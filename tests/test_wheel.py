@@ -98,6 +98,18 @@ def test_fresh_venv_finds_the_shipped_trees_in_its_own_package(fresh_venv: Path)
     assert helped.returncode == 0 and "NAME" in helped.stdout, helped.stderr
 
 
+@pytest.mark.package
+def test_fresh_venv_has_the_man_pages_and_completions(fresh_venv: Path):
+    share = fresh_venv / "share"
+    # man finds a virtual environment's pages through PATH (bin/ -> share/man).
+    found = subprocess.run(["man", "-w", "create-debian"], capture_output=True, text=True,
+                           env={"PATH": f"{fresh_venv / 'bin'}:/usr/bin:/bin"})
+    assert found.stdout.strip() == str(share / "man" / "man1" / "create-debian.1"), found
+    for program in ("hostcreator", "create-debian", "create-kvm", "mount-vm"):
+        assert (share / "bash-completion" / "completions" / program).is_file()
+        assert (share / "zsh" / "site-functions" / f"_{program}").is_file()
+
+
 @pytest.fixture(scope="session")
 def wheel_vm(fresh_venv: Path, shared_cache: Path,
              tmp_path_factory: pytest.TempPathFactory):

@@ -13,11 +13,18 @@ from collections.abc import Callable
 from typing import NoReturn
 
 import typer
+from typer.completion import completion_init
 
 try:  # newer typer carries its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import UsageError  # type: ignore[assignment,no-redef]
+
+    try:
+        from click.exceptions import NoArgsIsHelpError  # type: ignore[no-redef]
+    except ImportError:  # click before 8.2 (Debian 13) prints the help and exits 0 itself
+        class NoArgsIsHelpError(UsageError):  # type: ignore[no-redef]
+            """Never raised by this click."""
 
 from hostcreator.cli import admin, build, vm
 from hostcreator.cli.common import CONTEXT, VersionOption
@@ -65,6 +72,9 @@ def _single(function: Callable[..., None]) -> typer.Typer:
 
 def launch(command: typer.Typer, prog: str, args: list[str] | None = None) -> NoReturn:
     """Run COMMAND; a usage error is one line and a hint, as every other error, exit code 2."""
+    # Tab completion (the scripts in completion/) asks the command: typer answers it
+    # once its shells are registered (add_completion=False leaves them out).
+    completion_init()
     try:
         code = command(args=sys.argv[1:] if args is None else args, prog_name=prog,
                        standalone_mode=False)

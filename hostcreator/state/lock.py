@@ -18,6 +18,8 @@ from hostcreator.paths import VmPaths
 
 
 class Busy(HostCreatorError):
+    """Another hostcreator process works on the same VM (the message names it)."""
+
     exit_code = 4
 
 
