@@ -122,15 +122,21 @@ def commands_section(group: Any, ctx: Any) -> list[str]:
 
 
 def exit_codes() -> dict[int, str]:
-    """Exit code -> what it means, from the error classes (their docstrings)."""
-    codes = {0: "success", 1: "any other error (the message says what failed)"}
-    pending = [HostCreatorError]
+    """Exit code -> what it means, from the error classes that set one (their docstrings);
+    a code that several classes share (6: an unfinished build, an unreadable journal)
+    tells every meaning."""
+    meanings: dict[int, list[str]] = {}
+    pending = HostCreatorError.__subclasses__()
     while pending:
         cls = pending.pop(0)
         pending += cls.__subclasses__()
+        if "exit_code" not in vars(cls) or cls.exit_code == 1:
+            continue
         summary = (cls.__doc__ or "").strip().split("\n")[0].rstrip(".")
-        codes.setdefault(cls.exit_code, summary[:1].lower() + summary[1:])
-    return {**dict(sorted(codes.items())), **INTERRUPTED}
+        meanings.setdefault(cls.exit_code, []).append(summary[:1].lower() + summary[1:])
+    codes = {0: "success", 1: "any other error (the message says what failed)"}
+    codes |= {code: "; or: ".join(texts) for code, texts in sorted(meanings.items())}
+    return {**codes, **INTERRUPTED}
 
 
 def common_sections(program: str) -> list[str]:

@@ -79,6 +79,14 @@ def test_package_holds_the_pages_completions_conffile_and_examples(deb: Path):
     site = "/usr/lib/python3/dist-packages"
     modules = {f"{site}/{p.relative_to(ROOT)}" for p in (ROOT / "hostcreator").rglob("*.py")}
     assert not modules - files, "modules missing from the package"
+    # What the commands read at run time: the domain templates and the shipped trees.
+    shipped = f"{site}/hostcreator/shipped"
+    data = {f"{site}/{p.relative_to(ROOT)}" for p in (ROOT / "hostcreator").rglob("*.j2")}
+    data |= {f"{shipped}/{p.relative_to(ROOT)}" for top in ("skel", "hooks", "etc")
+             for p in (ROOT / top).rglob("*") if p.is_file()}
+    assert not data - files, "package data missing from the package"
+    assert f"{shipped}/skel/etc/systemd/system.conf.d/hostcreator.conf" in files
+    assert f"{shipped}/skel/root/bin/grub.sh" in files
     for example in ("hostcreator", "postunpack.sh", "postconfig.sh"):
         assert f"/usr/share/doc/hostcreator/examples/{example}" in files
     conffiles = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True,
@@ -140,7 +148,8 @@ def test_installed_package_finds_its_shipped_trees(trixie: Path):
     code = "from hostcreator.resources import shipped; print(shipped('skel'))"
     found = in_chroot(trixie, "python3", "-c", code).stdout.strip()
     assert found == "/usr/lib/python3/dist-packages/hostcreator/shipped/skel"
-    assert (trixie / found.lstrip("/") / "root" / "bin" / "install.sh").stat().st_mode & 0o111
+    for script in ("install.sh", "grub.sh"):
+        assert (trixie / found.lstrip("/") / "root" / "bin" / script).stat().st_mode & 0o111
 
 
 @pytest.mark.package

@@ -42,6 +42,7 @@ def test_shipped_pages_and_scripts_are_what_the_cli_says(tmp_path):
     drifted = [rel for rel, text in made.items() if shipped[rel] != text]
     assert not drifted, f"{drifted} differ from the CLI; {hint}"
     assert "/etc/default/hostcreator" in made["man/create-debian.1"]
+    assert "\\-\\-show\\-secrets" in made["man/hostcreator.1"]  # config's option
 
 
 def test_each_page_names_every_option_and_argument_of_its_commands():
@@ -64,6 +65,8 @@ def test_every_exit_code_has_a_meaning():
     codes = manpage.exit_codes()
     assert {0, 1, 2, 3, 4, 5, 6, 130, 143} <= set(codes)
     assert all(codes.values()), codes
+    # Two errors share 6: the page tells both.
+    assert "did not finish" in codes[6] and "cannot be read" in codes[6], codes[6]
 
 
 @pytest.mark.parametrize("program", manpage.PROGRAMS)
@@ -92,6 +95,7 @@ def test_bash_completes_options_and_commands():
     assert bash_complete("create-debian", "--re") == ["--refresh-cache", "--resume",
                                                       "--restart"]
     assert bash_complete("hostcreator", "cache", "p") == ["prune"]
+    assert bash_complete("hostcreator", "config", "--show") == ["--show-secrets"]
 
 
 def test_zsh_completion_asks_the_command():
