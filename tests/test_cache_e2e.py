@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DEBIAN_SUITE, BuiltVM, command, run_cli, unique_name
-from guest import boot_and_report
+from guest import boot_and_report, check_current
 from proxy import RecordingProxy
 
 from hostcreator.build import cache
@@ -79,6 +79,7 @@ def test_vms_from_the_same_cache_differ_when_booted(debian_vm, debian_vm_report,
     second = boot_and_report(warm_vm.image, warm_vm.env.log_dir / f"{warm_vm.name}.report.log")
     assert (first.get("hostname"), second.get("hostname")) == (debian_vm.name, warm_vm.name)
     for report in (first, second):
+        check_current(report)
         assert re.fullmatch(r"[0-9a-f]{32}", report["machine_id"]), report
         assert report["keygen"] == "yes" and report["ssh"] == "active", report
         assert report["fstab_root"] == f"UUID={report['root_uuid']}"
