@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,21 @@ def test_versions_and_changes_are_read_from_dpkgs_status(tmp_path):
     assert freshen.changed(before, after) == ["linux-image-amd64", "netbase", "zstd"]
     assert freshen.changed(before, before) == []
     assert freshen.versions(tmp_path / "none") == {}
+
+
+def test_the_initramfs_is_built_once_for_what_was_asked_meanwhile(tmp_path):
+    from hostcreator.build import initramfs
+
+    kernel = ["-c", "-k", "6.12.1-amd64", "-b", "/boot"]
+    # The kernel's hook, then initramfs-tools' trigger: one build, the creation.
+    assert initramfs.replay([kernel, ["-u"], kernel, ["-u"]]) == [kernel]
+    # An upgrade that brought no kernel: one update.
+    assert initramfs.replay([["-u"], ["-u"]]) == [["-u"]]
+    # A purged kernel's initramfs goes first.
+    old = ["-d", "-k", "6.12.0-amd64"]
+    assert initramfs.replay([kernel, old, ["-u"]]) == [old, kernel]
+    assert initramfs.replay([]) == []
+    hook = tmp_path / "hook.sh"
+    hook.write_text(initramfs.shell_hook())
+    subprocess.run(["sh", "-n", hook], check=True)
+    assert initramfs.STAND_IN.startswith("#!/bin/sh\n")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from hostcreator.build import chroot, sources
+from hostcreator.build import chroot, initramfs, sources
 from hostcreator.config import BootstrapTool, Config
 from hostcreator.distro import Distribution
 from hostcreator.errors import CommandError, HostCreatorError, InvalidInput
@@ -260,6 +260,9 @@ def mmdebstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
         copy_in, copy_out = deb_cache_hooks(p.cache_dir)
         argv += ["--skip=essential/unlink", f"--setup-hook={copy_in}",
                  f"--customize-hook={copy_out}"]
+    # The initramfs is built once, after the bootstrap (freshen.py), not by the
+    # kernel and again by initramfs-tools' trigger.
+    argv.append(f"--essential-hook={initramfs.shell_hook()}")
     if (p.distribution.name in EATMYDATA_DISTRIBUTIONS and EATMYDATA_HOOKS.is_dir()
             and not missing_commands(["dpkg-architecture"])):
         argv.append(f"--hook-dir={EATMYDATA_HOOKS}")

@@ -14,7 +14,8 @@ and what apt downloads here is there for the next build. A flock beside it
 keeps two builds' apt runs apart (apt would refuse the second one). Everything
 is undone before it returns: the tree is left as it was but for the upgrade.
 
-After an upgrade only one kernel is left: the one the distribution's kernel
+The initramfs is built once whatever apt installs (initramfs.py). After an
+upgrade only one kernel is left: the one the distribution's kernel
 package depends on (an upgraded kernel package installs the new kernel beside
 the old one, and apt's autoremove keeps the previous kernel on purpose).
 """
@@ -29,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from hostcreator.build import bootstrap, chroot, skeleton, sources
+from hostcreator.build import bootstrap, chroot, initramfs, skeleton, sources
 from hostcreator.build.bootstrap import BootstrapPlan
 from hostcreator.host.mounts import mount
 from hostcreator.log import logger
@@ -146,15 +147,17 @@ def upgrade(root: Path, debs: Path, install: Sequence[str], kernel_package: str)
     """
     before = versions(root)
     apt(root, "update")
-    with package_cache_lock(debs):
-        if install:
-            apt(root, "install", *install)
-        apt(root, "full-upgrade")
-    if changes := changed(before, versions(root)):
-        if doomed := old_kernels(root, kernel_package):
+    with initramfs.built_once(root):
+        with package_cache_lock(debs):
+            if install:
+                apt(root, "install", *install)
+            apt(root, "full-upgrade")
+        changes = changed(before, versions(root))
+        if changes and (doomed := old_kernels(root, kernel_package)):
             logger.info("    apt: one kernel is enough, purging %s", " ".join(doomed))
             apt(root, "purge", *doomed)
             changes = changed(before, versions(root))
+    if changes:
         logger.info("    apt: %d packages installed, upgraded or removed: %s", len(changes),
                     " ".join(changes[:12]) + (" ..." if len(changes) > 12 else ""))
     return changes
