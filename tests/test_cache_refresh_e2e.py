@@ -20,7 +20,7 @@ from conftest import CACHE_DIR, DEBIAN_SUITE, BuiltVM, TestEnv, run_cli, unique_
 
 from hostcreator.build import cache
 
-pytestmark = [pytest.mark.e2e, pytest.mark.root]
+pytestmark = pytest.mark.e2e
 PACKAGE = "netbase"
 SUFFIX = "+hctest1"
 
