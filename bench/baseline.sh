@@ -26,6 +26,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+for tool in sgdisk debootstrap mkfs.ext4; do
+    command -v "$tool" >/dev/null || { echo "baseline.sh: $tool is missing (sgdisk: apt-get install gdisk)" >&2; exit 127; }
+done
+
 rm -f "$image"
 truncate -s "$size" "$image"
 loop=$(losetup --show --find --partscan "$image")

@@ -47,6 +47,12 @@ def boot_and_report(image: Path, console_log: Path, timeout: float = 600) -> dic
     return report
 
 
+def check_current(report: dict[str, str]) -> None:
+    """Built from the release and its update pockets: one kernel, nothing left to upgrade."""
+    assert (report["kernels"], report["vmlinuz"]) == ("1", "1"), report
+    assert report["upgradable"] == "0", report
+
+
 def check_report(report: dict[str, str], name: str, suite: str) -> None:
     """What every VM must show from the inside, whatever its distribution."""
     assert report.get("hostname") == name, report
@@ -77,6 +83,7 @@ def check_report(report: dict[str, str], name: str, suite: str) -> None:
     assert report["journal_errors"] == "", report["journal_errors"]
     assert report["console_errors"] == "", report["console_errors"]
     # The release never changes: the VM gets its fixes from the update pockets.
+    check_current(report)
     assert sorted(report["apt_suites"].split()) == [suite, f"{suite}-security",
                                                     f"{suite}-updates"], report["apt_suites"]
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ def cfg(**changes):
 
 
 def test_argv_for_a_suite_the_host_knows(tmp_path):
-    p = bootstrap.plan(cfg(cache_dir=tmp_path, packages=("vim", "grub-pc")), DEBIAN, "bookworm")
+    p = bootstrap.plan(cfg(cache_dir=tmp_path, packages=("vim", "grub-pc"),
+                           bootstrap_tool=BootstrapTool.DEBOOTSTRAP), DEBIAN, "bookworm")
     argv = bootstrap.debootstrap_argv(p, Path("/mnt/x"))
     assert argv[0] == "debootstrap"
     assert "--arch=amd64" in argv
@@ -27,7 +29,9 @@ def test_argv_for_a_suite_the_host_knows(tmp_path):
     include = next(a for a in argv if a.startswith("--include="))
     packages = include.split("=", 1)[1].split(",")
     assert packages.count("grub-pc") == 1 and "vim" in packages
-    assert "linux-image-amd64" in packages
+    # The kernel comes from the update pockets, after the bootstrap (one kernel).
+    assert "linux-image-amd64" not in packages
+    assert bootstrap.installed_later(p) == ("linux-image-amd64",)
     assert f"--cache-dir={tmp_path}/debs/debian-bookworm-amd64" in argv
     assert argv[-2:] == ["bookworm", "/mnt/x"]  # no mirror: debootstrap's default
 
@@ -79,6 +83,19 @@ def test_sources_add_update_and_security_pockets(tmp_path):
         "deb http://sec.test/ds trixie-security main"
 
 
+def test_the_bootstrap_takes_the_pockets_of_the_vms_sources():
+    p = bootstrap.plan(cfg(mirror="http://archive.test/debian",
+                           security_mirror="http://sec.test/ds"), DEBIAN, "trixie")
+    assert bootstrap.source_lines(p) == [
+        "deb http://archive.test/debian trixie main",
+        "deb http://archive.test/debian trixie-updates main",
+        "deb http://sec.test/ds trixie-security main",
+    ]
+    assert bootstrap.source_lines(bootstrap.plan(cfg(mirror="http://archive.test/debian"),
+                                                 DEBIAN, "sid")) == \
+        ["deb http://archive.test/debian sid main"]
+
+
 def test_sources_of_a_rolling_suite_have_no_pockets(tmp_path):
     from hostcreator.build import sources
 
@@ -98,7 +115,11 @@ def test_mmdebstrap_argv_has_the_same_inputs_as_debootstrap(tmp_path, monkeypatc
     assert "--variant=debootstrap" in argv  # debootstrap's default package set
     include = next(a for a in argv if a.startswith("--include=")).split("=", 1)[1].split(",")
     assert include == list(p.packages) and "vim" in include
-    assert argv[-3:] == ["trixie", "/mnt/x", "http://mirror.example/d"]
+    # The release and its update pockets at once: apt takes the newest of each package.
+    assert argv[-5:] == ["trixie", "/mnt/x", "deb http://mirror.example/d trixie main",
+                         "deb http://mirror.example/d trixie-updates main",
+                         "deb http://mirror.example/d-security trixie-security main"]
+    assert bootstrap.installed_later(p) == ()
     assert "--dpkgopt=force-unsafe-io" in argv
     if bootstrap.EATMYDATA_HOOKS.is_dir():
         assert f"--hook-dir={bootstrap.EATMYDATA_HOOKS}" in argv
@@ -117,7 +138,7 @@ def test_mmdebstrap_without_mirror_uses_debootstraps_default(tmp_path, monkeypat
     p = bootstrap.plan(cfg(variant="minbase", bootstrap_tool=BootstrapTool.MMDEBSTRAP), DEBIAN,
                        "trixie")
     argv = bootstrap.mmdebstrap_argv(p, Path("/t"))
-    assert argv[-1] == "http://default.test/debian"
+    assert argv[-3] == "deb http://default.test/debian trixie main"
     assert "--variant=minbase" in argv
     program.write_text("# no default\n")
     with pytest.raises(HostCreatorError, match="default mirror"):
@@ -162,3 +183,40 @@ def test_package_cache_hooks_copy_in_and_out_keeping_one_version(tmp_path):
         "bash-completion_1_all.deb", "bash_5.2-1_amd64.deb", "less_1_amd64.deb",
         "zlib1g_1%3a1_amd64.deb"]
     assert (cache / "bash_5.2-1_amd64.deb").read_text() == "new bash"
+
+
+def test_versions_and_changes_are_read_from_dpkgs_status(tmp_path):
+    from hostcreator.build import freshen
+
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text(
+        "Package: netbase\nStatus: install ok installed\nVersion: 6.5\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n"
+        "Package: linux-image-amd64\nStatus: install ok installed\nDescription: x\n"
+        " Version: not a field\nVersion: 6.12.1-1\n")
+    before = freshen.versions(tmp_path)
+    assert before == {"netbase": "6.5", "linux-image-amd64": "6.12.1-1"}
+    after = {**before, "netbase": "6.5+1", "zstd": "1.5"}
+    del after["linux-image-amd64"]
+    assert freshen.changed(before, after) == ["linux-image-amd64", "netbase", "zstd"]
+    assert freshen.changed(before, before) == []
+    assert freshen.versions(tmp_path / "none") == {}
+
+
+def test_the_initramfs_is_built_once_for_what_was_asked_meanwhile(tmp_path):
+    from hostcreator.build import initramfs
+
+    kernel = ["-c", "-k", "6.12.1-amd64", "-b", "/boot"]
+    # The kernel's hook, then initramfs-tools' trigger: one build, the creation.
+    assert initramfs.replay([kernel, ["-u"], kernel, ["-u"]]) == [kernel]
+    # An upgrade that brought no kernel: one update.
+    assert initramfs.replay([["-u"], ["-u"]]) == [["-u"]]
+    # A purged kernel's initramfs goes first.
+    old = ["-d", "-k", "6.12.0-amd64"]
+    assert initramfs.replay([kernel, old, ["-u"]]) == [old, kernel]
+    assert initramfs.replay([]) == []
+    hook = tmp_path / "hook.sh"
+    hook.write_text(initramfs.shell_hook())
+    subprocess.run(["sh", "-n", hook], check=True)
+    assert initramfs.STAND_IN.startswith("#!/bin/sh\n")

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 
 from hostcreator import config, distro
-from hostcreator.build import bootstrap, cache
+from hostcreator.build import bootstrap, cache, freshen
 from hostcreator.config import BootstrapTool
 from hostcreator.log import Progress, log_file
 
@@ -40,6 +40,7 @@ def test_key_follows_every_input_of_the_bootstrap(monkeypatch):
     assert key(packages=("vim", "less")) == key(packages=("less", "vim"))
     assert key(mirror="http://mirror.example/debian") != base
     assert key(variant="minbase") != base
+    assert key(security_mirror="http://security.example/ds") != base
     assert key(bootstrap_tool=BootstrapTool.DEBOOTSTRAP) != \
         key(bootstrap_tool=BootstrapTool.MMDEBSTRAP)
     assert cache.key_of(cache.inputs(bootstrap.plan(
@@ -205,9 +206,19 @@ def test_provide_root_stores_then_unpacks_and_refresh_replaces(tmp_path, monkeyp
         runs.append(target)
         make_tree(target)
 
+    # What the stand-in upgrade finds to do in each tree it is given (nothing, else).
+    upgrades: list[list[str]] = []
+
+    def stand_in_freshen(p, target, apt_proxy):
+        changes = upgrades.pop(0) if upgrades else []
+        if changes:  # as a package script might: scrubbed before the tree is stored
+            (target / "etc/hostname").write_text("buildhost\n")
+        return changes
+
     monkeypatch.setattr(bootstrap, "bootstrap", stand_in)
+    monkeypatch.setattr(freshen, "freshen", stand_in_freshen)
     p = plan(bootstrap_tool=BootstrapTool.DEBOOTSTRAP)
-    targets = [tmp_path / f"t{i}" for i in range(4)]
+    targets = [tmp_path / f"t{i}" for i in range(6)]
     for t in targets:
         t.mkdir()
 
@@ -222,12 +233,24 @@ def test_provide_root_stores_then_unpacks_and_refresh_replaces(tmp_path, monkeyp
     assert second.note == f"rootfs cache hit {first.key[:12]}"
     assert (targets[1] / "etc/machine-id").read_text() == ""
     assert not (targets[1] / "etc/hostname").exists()
-    created = cache.RootfsCache.under(tmp_path / "c").read(first.key).created
-    assert provide(targets[2], cache.Mode.REFRESH).status == "miss"
-    assert cache.RootfsCache.under(tmp_path / "c").read(first.key).created > created
-    assert provide(targets[3], cache.Mode.OFF).status == "off"
+    rootfs = cache.RootfsCache.under(tmp_path / "c")
+    created = rootfs.read(first.key).created
+    # The archive moved on: the next hit upgrades its copy and stores it as the entry.
+    upgrades.append(["netbase"])
+    third = provide(targets[2], cache.Mode.USE)
+    assert (third.status, third.upgraded, len(runs)) == ("hit", 1, 1)
+    assert third.note == f"rootfs cache hit {first.key[:12]}, 1 packages upgraded and " \
+        "stored again"
+    upgraded = rootfs.read(first.key)
+    assert upgraded.created > created and upgraded.bootstrapped == created
+    assert not (targets[2] / "etc/hostname").exists()  # scrubbed before it was stored
+    assert provide(targets[3], cache.Mode.USE).note == second.note
+    assert rootfs.read(first.key).created == upgraded.created
+    assert provide(targets[4], cache.Mode.REFRESH).status == "miss"
+    assert rootfs.read(first.key).created > upgraded.created
+    assert provide(targets[5], cache.Mode.OFF).status == "off"
     assert len(runs) == 3
-    assert len(cache.RootfsCache.under(tmp_path / "c").entries()) == 1
+    assert len(rootfs.entries()) == 1
 
 
 def test_progress_note_is_in_the_stage_line_and_the_summary(tmp_path):

@@ -3,8 +3,10 @@
 Both tools get the same inputs (suite, architecture, keyring, components,
 mirror, variant, packages) and install the same packages (but for lsb-base,
 which debootstrap's own resolver adds where apt takes sysvinit-utils'
-Provides); mmdebstrap is faster (apt downloads in parallel, one dependency
-resolution, dpkg under eatmydata). Either way the archive signatures are
+Provides), the newest of the suite and its update pockets (mmdebstrap takes
+them all at once; debootstrap knows one suite, so freshen.py upgrades its tree
+and installs the kernel from them). mmdebstrap is faster (apt downloads in
+parallel, one dependency resolution, dpkg under eatmydata). Either way the archive signatures are
 checked against the keyring, and dpkg skips its fsyncs (force-unsafe-io): the
 pipeline flushes the whole disk once at the end.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from hostcreator.build import chroot
+from hostcreator.build import chroot, initramfs, sources
 from hostcreator.config import BootstrapTool, Config
 from hostcreator.distro import Distribution
 from hostcreator.errors import CommandError, HostCreatorError, InvalidInput
@@ -55,6 +57,7 @@ class BootstrapPlan:
     variant: str | None
     cache_dir: Path | None
     tool: BootstrapTool = BootstrapTool.DEBOOTSTRAP
+    security_mirror: str | None = None
 
 
 CASE = re.compile(r'case\s+"?\$\{?(\w+)\}?"?\s+in')
@@ -164,12 +167,31 @@ def plan(config: Config, distribution: Distribution, suite: str) -> BootstrapPla
         # Without a keyring only debootstrap can go on (--no-check-gpg).
         tool=(BootstrapTool.DEBOOTSTRAP if keyring is None
               else choose_tool(config.bootstrap_tool, config.variant)),
+        security_mirror=config.security_mirror,
     )
 
 
 def archive_mirror(p: BootstrapPlan) -> str:
     """The mirror debootstrap downloads from: MIRROR, else the suite script's default."""
     return p.mirror or default_mirror(p.distribution.suite_script(p.suite), p.suite)
+
+
+def source_lines(p: BootstrapPlan) -> list[str]:
+    """The suite and its update pockets: where the bootstrap and the VM take packages from."""
+    return sources.lines(p.distribution, p.suite, archive_mirror(p), p.security_mirror)
+
+
+def installed_later(p: BootstrapPlan) -> tuple[str, ...]:
+    """Packages of P that apt installs after the bootstrap, from the update pockets.
+
+    debootstrap takes packages from one suite only: it would install the kernel
+    of the release, and the upgrade would install a second one (and build a
+    second initramfs) from the security pocket.
+    """
+    kernel = p.distribution.kernel_package
+    if p.tool is BootstrapTool.DEBOOTSTRAP and kernel in p.packages:
+        return (kernel,)
+    return ()
 
 
 def debootstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
@@ -181,8 +203,9 @@ def debootstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
     ]
     if p.variant:
         argv.append(f"--variant={p.variant}")
-    if p.packages:
-        argv.append(f"--include={','.join(p.packages)}")
+    later = installed_later(p)
+    if packages := [name for name in p.packages if name not in later]:
+        argv.append(f"--include={','.join(packages)}")
     if p.cache_dir:
         argv.append(f"--cache-dir={p.cache_dir}")
     argv += [p.suite, str(target)]
@@ -237,10 +260,14 @@ def mmdebstrap_argv(p: BootstrapPlan, target: Path) -> list[str]:
         copy_in, copy_out = deb_cache_hooks(p.cache_dir)
         argv += ["--skip=essential/unlink", f"--setup-hook={copy_in}",
                  f"--customize-hook={copy_out}"]
+    # The initramfs is built once, after the bootstrap (freshen.py), not by the
+    # kernel and again by initramfs-tools' trigger.
+    argv.append(f"--essential-hook={initramfs.shell_hook()}")
     if (p.distribution.name in EATMYDATA_DISTRIBUTIONS and EATMYDATA_HOOKS.is_dir()
             and not missing_commands(["dpkg-architecture"])):
         argv.append(f"--hook-dir={EATMYDATA_HOOKS}")
-    argv += [p.suite, str(target), archive_mirror(p)]
+    # Every pocket at once: apt takes the newest version of each package.
+    argv += [p.suite, str(target), *source_lines(p)]
     return argv
 
 

@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from hostcreator import __version__
-from hostcreator.build import bootstrap, identity
+from hostcreator.build import bootstrap, freshen, identity
 from hostcreator.build.bootstrap import ARCH, BootstrapPlan
 from hostcreator.config import BootstrapTool
 from hostcreator.errors import CommandError, HostCreatorError, InvalidInput
 from hostcreator.log import logger
 from hostcreator.run import run
 
-FORMAT = 1
+# 2: the tree holds the update pockets too (1 held the release pocket only).
+FORMAT = 2
 TARBALL = "rootfs.tar.zst"
 MANIFEST = "manifest.json"
 COMMANDS = ("tar", "zstd")
@@ -51,6 +52,8 @@ COMPRESS = "zstd -T0 -3 -q"
 # Files of the build host that the bootstrap tools copy into the tree.
 HOST_FILES = ("etc/hostname", "etc/resolv.conf")
 DAY = 86400.0
+# What store() adds to the inputs in a manifest.
+MANIFEST_OWN = ("key", "created", "size", "hostcreator")
 
 
 class Mode(StrEnum):
@@ -69,6 +72,7 @@ def inputs(p: BootstrapPlan) -> dict[str, Any]:
         "packages": sorted(p.packages),
         "components": list(p.distribution.components),
         "mirror": bootstrap.archive_mirror(p),
+        "sources": bootstrap.source_lines(p),
         "tool": p.tool.value,
         "variant": p.variant or "-",
     }
@@ -94,6 +98,7 @@ def scrub(root: Path) -> None:
 
 def fresh_bootstrap(p: BootstrapPlan, root: Path, apt_proxy: str | None) -> None:
     bootstrap.bootstrap(p, root, apt_proxy)
+    freshen.freshen(p, root, apt_proxy)
     scrub(root)
 
 
@@ -112,11 +117,16 @@ class Entry:
         return float(self.manifest["created"])
 
     @property
+    def bootstrapped(self) -> float:
+        """When the tree was bootstrapped (an upgrade stores it again, created is then)."""
+        return float(self.manifest.get("bootstrapped", self.created))
+
+    @property
     def size(self) -> int:
         return int(self.manifest["size"])
 
     def age_days(self, now: float | None = None) -> float:
-        return ((now or time.time()) - self.created) / DAY
+        return ((now or time.time()) - self.bootstrapped) / DAY
 
     def describe(self) -> str:
         m = self.manifest
@@ -251,8 +261,10 @@ class RootfsCache:
             run(["tar", "--create", "--file", tmp / TARBALL,
                  f"--use-compress-program={COMPRESS}", *TAR_OPTIONS, "--one-file-system",
                  "--exclude=./lost+found", "--directory", root, "."])
-            manifest = {**values, "key": key, "created": time.time(),
+            now = time.time()
+            manifest = {"bootstrapped": now, **values, "key": key, "created": now,
                         "size": (tmp / TARBALL).stat().st_size, "hostcreator": __version__}
+            assert set(MANIFEST_OWN) <= set(manifest)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             for path in (tmp / TARBALL, tmp / MANIFEST, tmp):
                 _fsync(path)
@@ -314,9 +326,15 @@ class Outcome:
     status: str  # hit, miss or off
     tool: BootstrapTool
     key: str | None = None
+    # A hit: how many packages the archive had published since the entry was made
+    # (the entry was upgraded and stored again).
+    upgraded: int = 0
 
     @property
     def note(self) -> str:
+        if self.status == "hit" and self.upgraded:
+            return (f"rootfs cache hit {short(self.key or '')}, {self.upgraded} packages "
+                    "upgraded and stored again")
         if self.status == "hit":
             return f"rootfs cache hit {short(self.key or '')}"
         if self.status == "miss":
@@ -333,6 +351,45 @@ def lookup(p: BootstrapPlan, *, cache_dir: Path, max_age_days: float, mode: Mode
     if mode is Mode.USE and cache.usable(key, max_age_days, quiet=True) is not None:
         return Outcome("hit", p.tool, key)
     return Outcome("miss", p.tool, key)
+
+
+def use_entry(cache: RootfsCache, entry: Entry, lock: KeyLock, p: BootstrapPlan, root: Path,
+              apt_proxy: str | None) -> Outcome:
+    """Unpack ENTRY (its lock held shared) into ROOT and bring it up to date.
+
+    ROOT is a copy of the entry: when the archive published anything since the
+    entry was made, the upgraded ROOT is stored as the entry again, once (a
+    build that finds it replaced meanwhile by another's upgrade leaves it), so
+    the next build finds it current.
+    """
+    logger.info("    rootfs cache hit %s: %s, %.1f days old", short(entry.key),
+                entry.describe(), entry.age_days())
+    try:
+        cache.unpack(entry, root)
+    except CommandError as exc:
+        raise HostCreatorError(
+            f"unpacking rootfs cache entry {entry.path} failed: {exc}",
+            hint="build it afresh with --refresh-cache",
+        ) from None
+    lock.release()  # ROOT is ours now: others may use or replace the entry meanwhile
+    changes = freshen.freshen(p, root, apt_proxy)
+    if changes:
+        lock.acquire(exclusive=True)
+        current = cache.read(entry.key)
+        if current is not None and current.created != entry.created:
+            logger.info("    rootfs cache entry %s was brought up to date by another build",
+                        short(entry.key))
+        else:
+            logger.info("    rootfs cache entry %s is behind the archive by %d packages: "
+                        "storing the upgraded tree", short(entry.key), len(changes))
+            scrub(root)
+            values = {k: v for k, v in entry.manifest.items() if k not in MANIFEST_OWN}
+            try:
+                cache.store(entry.key, values, root)
+            except (HostCreatorError, OSError) as exc:
+                logger.warning("warning: the upgraded tree was not stored in the rootfs "
+                               "cache: %s", exc)
+    return Outcome("hit", p.tool, entry.key, upgraded=len(changes))
 
 
 def provide_root(p: BootstrapPlan, root: Path, *, cache_dir: Path, max_age_days: float,
@@ -354,16 +411,7 @@ def provide_root(p: BootstrapPlan, root: Path, *, cache_dir: Path, max_age_days:
                 lock.acquire(exclusive=True)
                 entry = cache.usable(key, max_age_days, quiet=True)
             if entry is not None:
-                logger.info("    rootfs cache hit %s: %s, %.1f days old", short(key),
-                            entry.describe(), entry.age_days())
-                try:
-                    cache.unpack(entry, root)
-                except CommandError as exc:
-                    raise HostCreatorError(
-                        f"unpacking rootfs cache entry {entry.path} failed: {exc}",
-                        hint="build it afresh with --refresh-cache",
-                    ) from None
-                return Outcome("hit", p.tool, key)
+                return use_entry(cache, entry, lock, p, root, apt_proxy)
         else:
             lock.acquire(exclusive=True)
         cache.remove_leftovers(key)

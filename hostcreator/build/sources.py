@@ -1,7 +1,8 @@
 """The VM's apt sources: the suite debootstrap used, plus its update pockets.
 
 debootstrap writes only the suite itself; a VM also wants its security and
-stable updates. The mirror is the one debootstrap actually used (read back
+stable updates, and the bootstrap takes its packages from all of them (so
+that the tree it makes is current). The mirror is the one debootstrap actually used (read back
 from the sources it wrote), so no archive host is ever named here.
 """
 
@@ -27,17 +28,28 @@ def mirror_used(root: Path) -> str | None:
     return None
 
 
-def render(distribution: Distribution, suite: str, mirror: str,
-           security_mirror: str | None = None) -> str:
+def lines(distribution: Distribution, suite: str, mirror: str,
+          security_mirror: str | None = None) -> list[str]:
+    """The `deb` lines of SUITE and its update pockets: the VM's sources and the bootstrap's."""
     components = " ".join(distribution.components)
-    lines = ["# Written by hostcreator.", f"deb {mirror} {suite} {components}"]
+    found = [f"deb {mirror} {suite} {components}"]
     if suite not in distribution.rolling:
         for pocket, url_suffix in distribution.pockets:
             url = mirror.rstrip("/") + url_suffix
             if url_suffix and security_mirror:
                 url = security_mirror
-            lines.append(f"deb {url} {suite}{pocket} {components}")
-    return "\n".join(lines) + "\n"
+            found.append(f"deb {url} {suite}{pocket} {components}")
+    return found
+
+
+def text(deb_lines: list[str]) -> str:
+    """sources.list holding DEB_LINES."""
+    return "\n".join(["# Written by hostcreator.", *deb_lines]) + "\n"
+
+
+def render(distribution: Distribution, suite: str, mirror: str,
+           security_mirror: str | None = None) -> str:
+    return text(lines(distribution, suite, mirror, security_mirror))
 
 
 def write(root: Path, distribution: Distribution, suite: str,

@@ -30,6 +30,9 @@ DEBIAN = Distribution(
         "systemd-resolved",
         "qemu-guest-agent",
         "ca-certificates",
+        # update-initramfs compresses with zstd when it is there (else gzip: slower
+        # to build and to boot).
+        "zstd",
     ),
     pockets=(("-updates", ""), ("-security", "-security")),
     rolling=frozenset({"sid", "unstable", "testing", "forky"}),

@@ -34,6 +34,9 @@ UBUNTU = Distribution(
         "dbus",
         "qemu-guest-agent",
         "ca-certificates",
+        # update-initramfs compresses with zstd when it is there (else gzip: slower
+        # to build and to boot).
+        "zstd",
     ),
     # The release pocket never changes after the release: fixes are in these.
     pockets=(("-updates", ""), ("-security", "")),

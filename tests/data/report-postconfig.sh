@@ -41,6 +41,11 @@ done
     # The suites apt has verified indexes of (install.sh ran apt-get update).
     echo "HCREPORT apt_suites=$(apt-get indextargets --format '$(RELEASE)' \
         'Identifier: Packages' | sort -u | tr '\n' ' ')"
+    # One kernel, and nothing to upgrade right after the build (the lists of the build).
+    echo "HCREPORT kernels=$(dpkg-query -W -f '${db:Status-Abbrev}\n' 'linux-image-[0-9]*' \
+        | grep -c '^ii')"
+    echo "HCREPORT vmlinuz=$(ls /boot/vmlinuz-* | wc -l)"
+    echo "HCREPORT upgradable=$(apt-get -s full-upgrade 2>&1 | grep -c '^Inst ')"
     echo "HCREPORT root_password=$(passwd -S root | awk '{print $2}')"
     echo "HCREPORT authorized_keys=$(grep -c '^ssh-' /root/.ssh/authorized_keys 2>/dev/null)"
     # A clean first boot: no failed unit, nothing logged at error level (so far).

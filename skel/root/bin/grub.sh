@@ -2,8 +2,10 @@
 # grub.sh DISK PACKAGE...: install the kernel and GRUB (BIOS) on DISK and write
 # grub.cfg; runs inside the new VM's root. hostcreator passes the packages from
 # what it knows of the distribution (hostcreator/distro/): its kernel, what the
-# kernel needs beside it, and GRUB. The serial console settings are in
-# /etc/default/grub.d/hostcreator.cfg.
+# kernel needs beside it, and GRUB. They are normally installed already:
+# hostcreator's bootstrap stage installs them from the update pockets and
+# builds the initramfs once; apt-get here only adds what a hook removed. The
+# serial console settings are in /etc/default/grub.d/hostcreator.cfg.
 set -eu
 if [ $# -lt 2 ]; then
     echo "usage: grub.sh DISK PACKAGE..." >&2

@@ -21,8 +21,8 @@ ln -sf "/usr/share/zoneinfo/$timezone" /etc/localtime
 echo "$timezone" > /etc/timezone
 dpkg-reconfigure -f noninteractive tzdata
 
-apt-get update
-apt-get -y -o Dpkg::Options::=--force-confold full-upgrade
+# No apt-get update or full-upgrade here: hostcreator ran them on this tree in
+# its bootstrap stage, with the package cache shared (see README, "Speed").
 
 echo "### locale: $locale"
 case "$locale" in
