@@ -554,6 +554,11 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def paths(self) -> list[Path]:
+        """Every file and directory the settings name (what a command's work lies on)."""
+        return [value for f in dataclasses.fields(self)
+                if isinstance(value := getattr(self, f.name), Path)]
+
 
 SETTINGS: tuple[Setting, ...] = tuple(
     dataclasses.replace(f.metadata[METADATA], field=f.name)

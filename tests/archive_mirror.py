@@ -15,26 +15,24 @@ import functools
 import hashlib
 import os
 import subprocess
-import threading
 import urllib.parse
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
+
+from proxy import LocalServer
 
 ARCH = "amd64"
 COMPONENT = "main"
 
 
-class LocalArchive(ThreadingHTTPServer):
+class LocalArchive(LocalServer):
     """Debian's layout: ROOT/debian holds SUITE and SUITE-updates, ROOT/debian-security
     holds SUITE-security (the security archive lives beside the mirror)."""
-
-    daemon_threads = True
 
     def __init__(self, root: Path, suite: str) -> None:
         self.root = root
         self.suite = suite
         self.served: list[str] = []
-        self._lock = threading.Lock()
         self.gnupg = root / "gnupg"
         self.keyring = root / "archive-keyring.gpg"
         self._make_key()
@@ -47,8 +45,7 @@ class LocalArchive(ThreadingHTTPServer):
             link = root / "www" / archive
             if not link.exists():
                 link.symlink_to(root / archive)
-        super().__init__(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        super().__init__(handler)
 
     @property
     def pockets(self) -> list[tuple[str, str]]:
@@ -111,14 +108,6 @@ class LocalArchive(ThreadingHTTPServer):
     def record(self, path: str) -> None:
         with self._lock:
             self.served.append(path)
-
-    def __enter__(self) -> LocalArchive:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class _Handler(SimpleHTTPRequestHandler):

@@ -10,37 +10,47 @@ import http.client
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import BaseRequestHandler
+from typing import Self
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade"}
 CHUNK = 1 << 16
 
 
-class RecordingProxy(ThreadingHTTPServer):
+class LocalServer(ThreadingHTTPServer):
+    """An HTTP server on a free port of 127.0.0.1, serving in a thread while `with`-ed."""
+
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[float, str]] = []
+    def __init__(self, handler: Callable[..., BaseRequestHandler]) -> None:
         self._lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def record(self, url: str) -> None:
-        with self._lock:
-            self.requests.append((time.time(), url))
-
-    def __enter__(self) -> RecordingProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()
+
+
+class RecordingProxy(LocalServer):
+    def __init__(self) -> None:
+        super().__init__(_Handler)
+        self.requests: list[tuple[float, str]] = []
+
+    def record(self, url: str) -> None:
+        with self._lock:
+            self.requests.append((time.time(), url))
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -17,7 +17,6 @@ runs again from its start.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import resource
 import shutil
@@ -416,10 +415,7 @@ def peak_rss_mb() -> int:
 
 def _dirs_of(build: Build) -> list[Path]:
     """Every directory and file the build uses: what it lies on stays in its namespace."""
-    config = build.config
-    found = [value for f in dataclasses.fields(config)
-             if isinstance(value := getattr(config, f.name), Path)]
-    return [*found, build.skel, build.disk.path]
+    return [*build.config.paths(), build.skel, build.disk.path]
 
 
 def run_steps(build: Build, progress: Progress) -> None:
