@@ -1,0 +1,144 @@
+"""A copy of an image file, as fast as its file system allows, that stays sparse.
+
+A reflink (the FICLONE ioctl: XFS, btrfs) shares every block with the source
+and takes a moment whatever the size. Where the file system has none (ext4),
+only the allocated extents are copied: SEEK_DATA and SEEK_HOLE walk the
+source, copy_file_range moves each extent in the kernel, and the holes stay
+holes. The source is opened read-only and never written.
+
+The copy is written under a temporary name beside its target and gets the
+target's name only when it is complete (publish()), by a link that never
+replaces an existing file: an interrupted copy leaves no file that looks like a
+VM's disk, and the temporary one is removed by the undo registered on the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from hostcreator.errors import HostCreatorError
+from hostcreator.log import logger
+
+FICLONE = 0x40049409
+# copy_file_range moves at most this much per call; large enough to be few calls.
+CHUNK = 1 << 30
+
+
+class Method(StrEnum):
+    REFLINK = "reflink"
+    EXTENTS = "copy of the allocated extents"
+
+
+@dataclass(frozen=True)
+class Copied:
+    temporary: Path
+    method: Method
+    size: int  # the apparent size, as the source's
+    allocated: int  # the bytes the source has allocated
+
+
+def allocated_bytes(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def temporary_name(target: Path) -> Path:
+    """Hidden and unlike any VM's disk name, so no command takes it for one."""
+    return target.with_name(f".{target.name}.clone-{os.getpid()}")
+
+
+def _reflink(source: int, target: int) -> bool:
+    try:
+        fcntl.ioctl(target, FICLONE, source)
+        return True
+    except OSError as exc:
+        # No reflinks here (ext4), or not between these file systems.
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL,
+                         errno.ENOSYS):
+            return False
+        raise
+
+
+def extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of every data extent of FD, from SEEK_DATA and SEEK_HOLE."""
+    found = []
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                break
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        found.append((start, end - start))
+        offset = end
+    return found
+
+
+def _copy_range(source: int, target: int, offset: int, length: int) -> None:
+    done = 0
+    while done < length:
+        moved = os.copy_file_range(source, target, min(CHUNK, length - done),
+                                   offset + done, offset + done)
+        if moved == 0:
+            raise HostCreatorError(f"the source ended at {offset + done} bytes while copied")
+        done += moved
+
+
+def copy_extents(source: int, target: int, size: int) -> None:
+    for offset, length in extents(source, size):
+        _copy_range(source, target, offset, length)
+    os.ftruncate(target, size)
+
+
+def copy(stack: ExitStack, source: Path, target: Path) -> Copied:
+    """Copy SOURCE to a temporary file beside TARGET; its removal is registered on STACK
+    until publish() names it TARGET."""
+    temporary = temporary_name(target)
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(src).st_size
+        dst = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        stack.callback(_remove, temporary)
+        try:
+            method = Method.REFLINK if _reflink(src, dst) else Method.EXTENTS
+            if method is Method.EXTENTS:
+                copy_extents(src, dst, size)
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    logger.debug("copied %s to %s (%s)", source, temporary, method)
+    return Copied(temporary, method, size, allocated_bytes(source))
+
+
+def publish(copied: Copied, target: Path) -> None:
+    """Give the complete copy TARGET's name; an existing TARGET is never replaced."""
+    try:
+        os.link(copied.temporary, target)
+    except FileExistsError:
+        raise HostCreatorError(f"{target} appeared while the copy was made; it was left "
+                               "as it is") from None
+    os.unlink(copied.temporary)
+    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """A teardown step: logs and goes on."""
+    with contextlib.suppress(FileNotFoundError):
+        try:
+            path.unlink()
+        except OSError as exc:
+            logger.warning("warning: could not remove %s: %s", path, exc.strerror)
