@@ -40,8 +40,30 @@ def install(root: Path, distribution: Distribution, disk: Path, fs: FileSystems)
     verify(root, fs)
 
 
+def config_file(root: Path) -> Path:
+    return root / "boot" / "grub" / "grub.cfg"
+
+
+def follow(root: Path, old: FileSystems, new: FileSystems) -> None:
+    """A copied disk's grub.cfg names its new UUIDs where it named the old ones (the
+    root's `search --fs-uuid`, `root=UUID=`, a `resume=UUID=` of the swap), then is checked.
+
+    GRUB's core.img needs nothing: grub-install on one disk hard-codes the root's
+    partition number in it, not the file system's UUID.
+    """
+    cfg = config_file(root)
+    if not cfg.is_file():
+        raise HostCreatorError(f"{cfg} is missing: the disk has no boot loader")
+    text = cfg.read_text()
+    for before, after in ((old.root_uuid, new.root_uuid), (old.swap_uuid, new.swap_uuid)):
+        if before:
+            text = text.replace(before, after)
+    cfg.write_text(text)
+    verify(root, new)
+
+
 def verify(root: Path, fs: FileSystems) -> None:
-    cfg = root / "boot" / "grub" / "grub.cfg"
+    cfg = config_file(root)
     if not cfg.is_file():
         raise HostCreatorError(f"{cfg} was not written")
     roots = set(re.findall(r"\broot=(\S+)", cfg.read_text()))

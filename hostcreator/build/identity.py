@@ -3,13 +3,26 @@
 The hostname is written during the build; the rest is removed at the end of
 the build so that every VM creates its own at its first boot, and two VMs made
 from the same files (or the same cache) never share them.
+
+A copy of a disk (hostcreator clone; export will seal an appliance alike) gets
+a new identity without booting: renew() attaches it, gives its file systems
+new UUIDs, and inside it the hostname, fstab and grub.cfg that follow them,
+the removal of everything a VM that has run made for itself (forget_runs), and
+its own login. Every mount and the loop device are undone on the stack given.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
+from hostcreator.build import access, bootloader
+from hostcreator.disk import fstab, partition
+from hostcreator.errors import HostCreatorError
+from hostcreator.host import loopdev, mounts
 from hostcreator.log import logger
 
 ROOT_ALIASES = (
@@ -68,3 +81,74 @@ def link_resolv_conf(root: Path) -> None:
         if target.is_symlink() or target.exists():
             target.unlink()
         target.symlink_to("../run/systemd/resolve/stub-resolv.conf")
+
+
+# What a VM that has run made for itself, beside UNIQUE_FILES and the SSH host keys:
+# its DHCP leases (a clone would ask for its source's address), networkd's state,
+# its journal (named by the old machine-id) and root's shell history.
+RUN_TRACES = (
+    "var/lib/dhcp/*.lease*",
+    "var/lib/dhcpcd/*",
+    "var/lib/NetworkManager/*.lease",
+    "var/lib/systemd/network/*",
+    "var/log/journal/*",
+    "root/.bash_history",
+    "root/.lesshst",
+    "root/.python_history",
+    "root/.viminfo",
+)
+
+
+def inside(root: Path, path: Path) -> bool:
+    """PATH's directory, all links followed, lies in ROOT: a guest's absolute link
+    (/var/lib/dhcp -> /elsewhere) must never lead to the host's files."""
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(path.parent))
+    return real == real_root or real_root in real.parents
+
+
+def _remove(root: Path, path: Path) -> None:
+    if not inside(root, path):
+        raise HostCreatorError(f"{path} leads out of the VM's root (a symbolic link above "
+                               "it): not removed")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    logger.debug("removed %s", path)
+
+
+def forget_runs(root: Path) -> None:
+    """Remove what a VM made while it ran (RUN_TRACES); the clone makes its own."""
+    for pattern in RUN_TRACES:
+        for path in sorted(root.glob(pattern)):
+            _remove(root, path)
+
+
+def renew_inside(root: Path, name: str, old: partition.FileSystems,
+                 new: partition.FileSystems) -> None:
+    """The copied root at ROOT becomes NAME's: hostname, what must differ between VMs,
+    fstab and grub.cfg naming the new UUIDs."""
+    for path in (root / "etc" / "hostname", root / "etc" / "hosts", root / "etc" / "fstab"):
+        if not inside(root, path) or path.is_symlink():
+            raise HostCreatorError(f"{path} is a symbolic link: not written")
+    set_hostname(root, name)
+    reset(root)
+    forget_runs(root)
+    fstab.write(root, new)
+    bootloader.follow(root, old, new)
+
+
+def renew(stack: ExitStack, disk: Path, name: str, mountpoint: Path,
+          login: access.Login) -> partition.FileSystems:
+    """Give the copied DISK (an image file) NAME's identity; see the module documentation.
+    The root is mounted at MOUNTPOINT; the mount and the loop device are undone on STACK."""
+    loop = loopdev.attach(stack, disk)
+    nodes = partition.find(loop)
+    old = partition.FileSystems(partition.filesystem_uuid(nodes.root) or "",
+                                partition.filesystem_uuid(nodes.swap) or "")
+    new = partition.renew_filesystems(nodes, name)
+    root = mounts.mount(stack, nodes.root, mountpoint, fstype="ext4")
+    renew_inside(root, name, old, new)
+    access.install(root, login)
+    return new

@@ -197,3 +197,31 @@ def make_filesystems(nodes: Nodes, name: str) -> FileSystems:
     run(["mkfs.ext4", "-F", "-q", "-U", result.root_uuid, "-L", ext4_label(name), nodes.root])
     run(["tune2fs", "-c", "0", "-i", "0", nodes.root])
     return result
+
+
+def filesystem_uuid(node: Path) -> str | None:
+    """The UUID of the file system (or swap) on NODE, probed from the device itself (no
+    blkid cache: a copied disk would show its source's), or None when it has none."""
+    result = run(["blkid", "--probe", "--output", "value", "--match-tag", "UUID", node],
+                 capture=True, check=False)
+    return result.stdout.strip() or None
+
+
+def renew_filesystems(nodes: Nodes, name: str) -> FileSystems:
+    """New UUIDs for the swap and the unmounted root of a copied disk, and the root
+    labelled NAME: a clone that kept them would boot its source's root where both disks
+    are attached, and two VMs would share them."""
+    result = FileSystems(root_uuid=str(uuid.uuid4()), swap_uuid=str(uuid.uuid4()))
+    # Swap holds nothing that outlives a boot: a new signature is all it needs.
+    run(["mkswap", "--uuid", result.swap_uuid, "--label", "swap", nodes.swap])
+    argv: list[str | Path] = ["tune2fs", "-U", result.root_uuid, "-L", ext4_label(name), nodes.root]
+    if run(argv, check=False).returncode != 0:
+        # tune2fs changes a UUID only on a freshly checked file system (metadata_csum);
+        # e2fsck's 1 means it repaired something, which is a success as well.
+        checked = run(["e2fsck", "-f", "-y", nodes.root], check=False)
+        if checked.returncode not in (0, 1):
+            raise HostCreatorError(f"e2fsck found errors it could not repair on {nodes.root} "
+                                   f"(exit code {checked.returncode})",
+                                   hint="check the source VM's file system (mount-vm, fsck)")
+        run(argv)
+    return result

@@ -35,6 +35,10 @@ command in order, what it refuses (DiskInUse, exit code 3, naming the user);
   open in a process other than the QEMU of NAME's running domain
   (`Allowed(pids=...)`), and in any process once --stop has ended it. Before
   libvirt is asked, without the processes (`Allowed(processes=True)`).
+- clone (SOURCE's disk is copied, read-only): SOURCE mounted by mount-vm; the disk
+  mounted here or in another namespace; on a loop device; held; a running domain
+  with it (a shut-off one is the normal case); open in a process. A copy of a disk
+  that changes meanwhile would be a broken file system.
 - cleanup: NAME mounted by mount-vm (then the build's loop devices are
   detached and the disk must be released).
 - release (the end of a build, cleanup): no loop device may stay on the disk
@@ -274,6 +278,7 @@ class Command(StrEnum):
     MOUNT_VM = "mount-vm"
     UMOUNT_VM = "umount-vm"
     REMOVE = "remove"
+    CLONE = "clone"
     CLEANUP = "cleanup"
     RELEASE = "release"
 
@@ -405,6 +410,15 @@ def _running(users: Users, what: str, allowed: Allowed) -> DiskInUse | None:
                           "(no journal replay, nothing written)")
 
 
+def _running_domain(users: Users, what: str, allowed: Allowed) -> DiskInUse | None:
+    if found := [d for d in users.domains if d.uses_disk and d.running]:
+        return DiskInUse(f"{what} is the disk of running libvirt domain "
+                         f"{', '.join(map(str, found))}",
+                         hint=f"shut it down first (virsh shutdown {found[0].name}): a disk is "
+                              "copied while nothing writes it")
+    return None
+
+
 def _foreign_mount(users: Users, what: str, allowed: Allowed) -> DiskInUse | None:
     """Once umount-vm has undone its own mounts, one left here was made by hand."""
     for loop in users.loops:
@@ -447,6 +461,8 @@ RULES: dict[Command, tuple[Check, ...]] = {
     Command.UMOUNT_VM: (_foreign_mount, _not_detached),
     Command.REMOVE: (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop, _held,
                      _another_domains_disk, _open),
+    Command.CLONE: (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop, _held,
+                    _running_domain, _open),
     Command.CLEANUP: (_mount_state,),
     Command.RELEASE: (_still_attached,),
 }

@@ -96,6 +96,7 @@ class Journal:
     root_uuid: str | None = None
     swap_uuid: str | None = None
     rootfs: str | None = None
+    source: str | None = None  # the VM it was cloned from (hostcreator clone)
     error: str | None = None
     started: str = ""
     updated: str = ""
@@ -184,8 +185,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "status": (str,), "done": (list,), "stage": (str, type(None)), "pid": (int,),
     "namespace": (str, type(None)), "loop": (str, type(None)), "root": (str, type(None)),
     "root_uuid": (str, type(None)), "swap_uuid": (str, type(None)),
-    "rootfs": (str, type(None)), "error": (str, type(None)), "started": (str,),
-    "updated": (str,), "settings": (dict,), "runs": (list,),
+    "rootfs": (str, type(None)), "source": (str, type(None)), "error": (str, type(None)),
+    "started": (str,), "updated": (str,), "settings": (dict,), "runs": (list,),
 }
 REQUIRED = ("name", "distribution", "suite", "disk")
 PATHS = ("disk", "loop", "root")
