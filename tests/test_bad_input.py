@@ -35,6 +35,7 @@ UMOUNT_VM = ("umount-vm",)
 BOOT_TEST = ("hostcreator", "boot-test")
 REMOVE = ("hostcreator", "remove")
 LIST = ("hostcreator", "list")
+CLONE = ("hostcreator", "clone")
 
 
 def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
@@ -322,6 +323,35 @@ ROWS = [
         "system"], "--disk with a remote libvirt (qemu+ssh://nohost.invalid/system): the disk "
         "is on that host, not here", hint="remove web1 without --disk, and delete its disk "
         "there", id="remove-remote-disk"),
+    # --- hostcreator clone SOURCE NAME (issue 17) ---
+    row(CLONE, ["Bad_Name", "web2"], "'Bad_Name' is not a valid host name", id="clone-source"),
+    row(CLONE, ["web1", "../web2"], "'../web2' is not a valid host name", id="clone-name"),
+    row(CLONE, ["web1", "web1"], "a VM cannot be cloned onto itself (web1)", id="clone-self"),
+    row(CLONE, ["web1"], "Missing argument 'NAME'", hint="`hostcreator clone -h` shows how "
+        "to call it", id="clone-usage"),
+    row(CLONE, ["web1", "web2", "--set", "STORAGE=lvm", "--set", "VG_NAME=vg0"],
+        "clone with STORAGE=lvm is not there yet", hint="STORAGE=file clones image files",
+        id="clone-lvm"),
+    row(CLONE, ["web1", "web2", "--set", "JOURNAL_DIR=/proc/nope"],
+        "--set: JOURNAL_DIR: /proc/nope cannot be made", setup="hand-disk",
+        id="clone-journal-dir"),
+    row(CLONE, ["web1", "web2"], "web1 has no disk: image file {tmp}/images/web1-disk01.img "
+        "does not exist", id="clone-no-source"),
+    row(CLONE, ["web1", "web2"], "web1 was not built by hostcreator: it has no build journal "
+        "({tmp}/journal/web1.json)", setup="hand-disk", id="clone-no-journal"),
+    row(CLONE, ["web1", "web2"], "the build journal {tmp}/journal/web1.json cannot be read",
+        code=6, setup="hand-disk+broken-journal", id="clone-broken-journal"),
+    row(CLONE, ["web1", "web2"], "the build of web1 failed before its first stage", code=6,
+        hint="finish it first: create-debian web1 --resume",
+        setup="hand-disk+failed-journal", id="clone-unfinished"),
+    row(CLONE, ["web1", "web2"], "does not have the partitions create-debian makes",
+        setup="one-partition-disk+finished-journal", id="clone-other-layout"),
+    row(CLONE, ["web1", "web2"], "web2 has a disk already: image file "
+        "{tmp}/images/web2-disk01.img", code=3, hint="clone never overwrites a disk: choose "
+        "another name", setup="hand-disk+finished-journal+web2-disk", id="clone-name-disk"),
+    row(CLONE, ["web1", "web2"], "web2 is known already: its build journal "
+        "{tmp}/journal/web2.json says it was built",
+        setup="hand-disk+finished-journal+web2-journal", id="clone-name-journal"),
     # --- hostcreator boot-test, config, status, cache ---
     row(BOOT_TEST, ["../x"], "'../x' is not a valid host name", id="boot-name"),
     row(BOOT_TEST, ["web1", "--accel", "xen"], "--accel 'xen' is not tcg or kvm",
@@ -348,9 +378,9 @@ ROWS = [
 ]
 
 
-def journal_text(disk: str) -> str:
-    return json.dumps({"name": "web1", "distribution": "debian", "suite": "trixie",
-                       "disk": disk, "status": "failed"})
+def journal_text(disk: str, status: str = "failed", name: str = "web1") -> str:
+    return json.dumps({"name": name, "distribution": "debian", "suite": "trixie",
+                       "disk": disk, "status": status})
 
 
 def make(setup: str | None, tmp: Path) -> None:
@@ -368,6 +398,14 @@ def make(setup: str | None, tmp: Path) -> None:
         (tmp / "state" / "mounts").mkdir(parents=True)
         paths.state_file(tmp / "state" / "mounts", "web1").write_text(
             json.dumps(state.to_json()))
+    elif setup in ("failed-journal", "finished-journal", "web2-journal"):
+        (tmp / "journal").mkdir(exist_ok=True)
+        name = "web2" if setup == "web2-journal" else "web1"
+        status = "failed" if setup == "failed-journal" else "finished"
+        disk = str(paths.image_file(tmp / "images", name))
+        (tmp / "journal" / f"{name}.json").write_text(journal_text(disk, status, name))
+    elif setup == "web2-disk":
+        hand_made_disk(paths.image_file(tmp / "images", "web2"))
     elif setup in ("empty-disk", "dangling-disk", "hand-disk", "gpt-disk", "one-partition-disk"):
         disk = tmp / "images" / f"{storage.disk_name('web1')}.img"
         disk.parent.mkdir(exist_ok=True)
@@ -477,7 +515,8 @@ def test_the_table_covers_every_command():
     assert commands >= {"create-debian", "create-ubuntu", "create-kvm", "mount-vm",
                         "umount-vm", "hostcreator boot-test", "hostcreator config",
                         "hostcreator status", "hostcreator cache list",
-                        "hostcreator cache prune", "hostcreator list", "hostcreator remove"}
+                        "hostcreator cache prune", "hostcreator list", "hostcreator remove",
+                        "hostcreator clone"}
     assert len(ROWS) >= 24
 
 

@@ -58,6 +58,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "cleanup": admin.cleanup,
     "list": vm.list_vms,
     "remove": vm.remove_vm,
+    "clone": vm.clone_vm,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name)(_function)

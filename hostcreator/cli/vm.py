@@ -13,7 +13,7 @@ from hostcreator.cli.common import Common, command, print_table
 from hostcreator.config import Config
 from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
-from hostcreator.vm import boottest, inventory, kvm, remove
+from hostcreator.vm import boottest, clone, inventory, kvm, remove
 from hostcreator.vm import mount as vmmount
 
 VmName = Annotated[str, typer.Argument(metavar="NAME", help="name of the VM")]
@@ -213,3 +213,19 @@ def remove_vm(
             logger.info("kept %s (--disk removes it too)", done.kept)
 
     common.emit(done.as_json(), human)
+
+
+@command("clone", reports=True,
+         undone="the copy was removed and everything it mounted undone; the source is unchanged")
+def clone_vm(
+    common: Common,
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="the VM to copy (its build "
+                                          "finished; it must not run)")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="name of the new VM")],
+) -> None:
+    """A new VM NAME from SOURCE's disk, with its own identity: host name, machine-id,
+    SSH host keys, file-system UUIDs, login. Then: create-kvm NAME."""
+    summary = clone.clone(common.config(), source, name)
+    common.emit(summary)
+    if not common.json:
+        typer.echo(summary["disk"])

@@ -1,0 +1,208 @@
+"""hostcreator clone on a small hand-made gold disk (GPT, swap, an ext4 root holding what a
+VM that has run keeps): the clone's own identity, read back from its disk; the gold's
+image unchanged; nothing left behind after success or after a failure. No VM is booted
+here (test_clone_e2e.py boots two clones of a real build)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from conftest import TEST_SSH_KEY, hand_made_disk, hermetic_environ, run_cli, unique_name
+
+from hostcreator.disk import partition
+from hostcreator.host import loopdev, mounts
+from hostcreator.state import journal
+from hostcreator.state.journal import Journal, Stage, Status
+
+pytestmark = pytest.mark.root
+
+NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+MACHINE_ID = "0123456789abcdef0123456789abcdef"
+# What a VM that has booted and been used keeps; the clone must have none of it.
+TRACES = ("etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub",
+          "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
+          "var/lib/dhcp/dhclient.enp1s0.leases", "var/lib/systemd/network/dhcp-duid",
+          f"var/log/journal/{MACHINE_ID}/system.journal", "root/.bash_history")
+
+
+def grub_cfg(root_uuid: str) -> str:
+    return (f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+            f"menuentry 'Debian' {{\n  search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+            f"  linux /boot/vmlinuz root=UUID={root_uuid} ro console=ttyS0\n}}\n")
+
+
+def attached(stack: ExitStack, image: Path, read_only: bool = False) -> partition.Nodes:
+    return partition.find(loopdev.attach(stack, image, read_only=read_only))
+
+
+def uuid_of(node: Path) -> str:
+    return subprocess.run(["blkid", "--probe", "-o", "value", "-s", "UUID", str(node)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def make_gold(env, name: str, tree: dict[str, str] | None = None) -> Path:
+    """NAME's disk as create-debian leaves it after a few boots, and its finished journal."""
+    image = env.image(name)
+    hand_made_disk(image)
+    with ExitStack() as stack:
+        nodes = attached(stack, image)
+        subprocess.run(["mkswap", str(nodes.swap)], check=True, capture_output=True)
+        root_uuid = uuid_of(nodes.root)
+        root = mounts.mount(stack, nodes.root, env.base / "gold-root", fstype="ext4")
+        files = {"etc/hostname": f"{name}\n",
+                 "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n",
+                 "etc/machine-id": f"{MACHINE_ID}\n", "var/lib/dbus/machine-id": MACHINE_ID,
+                 "etc/fstab": f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n",
+                 "boot/grub/grub.cfg": grub_cfg(root_uuid),
+                 "boot/grub/i386-pc/core.img": "core",
+                 **{trace: "of the gold\n" for trace in TRACES}, **(tree or {})}
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+    (env.base / "gold-root").rmdir()
+    journal.save(env.journal_dir, Journal(name, "debian", "trixie", image, done=list(Stage),
+                                          status=Status.FINISHED))
+    return image
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def gold(testenv):
+    keys = testenv.base / "authorized_keys"
+    keys.write_text(TEST_SSH_KEY + "\n")
+    testenv.write(LIBVIRT_URI=NOWHERE, SSH_AUTHORIZED_KEYS=str(keys))
+    name = unique_name()
+    return name, make_gold(testenv, name)
+
+
+def clone(testenv, source: str, name: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return run_cli("hostcreator", "clone", source, name, "--config", str(testenv.config), "--json",
+                   timeout=120, **kwargs)
+
+
+def read_root(env, image: Path) -> tuple[dict[str, str], dict[str, bool], str, str, str]:
+    """From IMAGE: some files ("" when missing), which TRACES exist, the root and swap
+    UUIDs, the root label."""
+    with ExitStack() as stack:
+        nodes = attached(stack, image, read_only=True)
+        root_uuid, swap_uuid = uuid_of(nodes.root), uuid_of(nodes.swap)
+        label = subprocess.run(["blkid", "--probe", "-o", "value", "-s", "LABEL",
+                                str(nodes.root)], capture_output=True, text=True).stdout.strip()
+        root = mounts.mount(stack, nodes.root, env.base / "look", fstype="ext4",
+                            options=("ro", "noload"))
+        texts = {rel: (root / rel).read_text() if (root / rel).exists() else "" for rel in (
+            "etc/hostname", "etc/hosts", "etc/machine-id", "etc/fstab", "boot/grub/grub.cfg",
+            "root/.ssh/authorized_keys")}
+        present = {rel: (root / rel).exists() for rel in (*TRACES, "var/lib/dbus/machine-id")}
+    (env.base / "look").rmdir()
+    return texts, present, root_uuid, swap_uuid, label
+
+
+def test_clone_has_its_own_identity_and_the_gold_is_unchanged(testenv, gold):
+    source, image = gold
+    with ExitStack() as stack:
+        nodes = attached(stack, image, read_only=True)
+        old_root, old_swap = uuid_of(nodes.root), uuid_of(nodes.swap)
+    before = sha256(image)
+    name = unique_name()
+    result = clone(testenv, source, name)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["method"] in ("reflink", "copy of the allocated extents")
+    assert f"copy {source}'s disk ({summary['method']})" in result.stderr
+    assert sha256(image) == before
+    new_image = testenv.image(name)
+    assert summary["disk"] == str(new_image)
+    assert sorted(p.name for p in testenv.image_dir.iterdir()) == sorted(
+        [image.name, new_image.name])  # no temporary copy left
+    texts, present, root_uuid, swap_uuid, label = read_root(testenv, new_image)
+    assert (root_uuid, swap_uuid) == (summary["root_uuid"], summary["swap_uuid"])
+    assert root_uuid != old_root and swap_uuid != old_swap
+    assert label == partition.ext4_label(name)
+    assert texts["etc/hostname"] == f"{name}\n"
+    assert f"127.0.1.1\t{name}" in texts["etc/hosts"] and source not in texts["etc/hosts"]
+    assert texts["etc/machine-id"] == ""
+    assert f"UUID={root_uuid} " in texts["etc/fstab"]
+    assert f"UUID={swap_uuid} " in texts["etc/fstab"] and old_root not in texts["etc/fstab"]
+    assert old_root not in texts["boot/grub/grub.cfg"]
+    assert texts["boot/grub/grub.cfg"] == grub_cfg(root_uuid)
+    assert texts["root/.ssh/authorized_keys"] == TEST_SSH_KEY + "\n"
+    assert not any(present.values()), present
+    record = testenv.journal(name)
+    assert (record["status"], record["source"], record["root_uuid"]) == (
+        "finished", source, root_uuid)
+    # The gold itself still reads as it was.
+    texts, present, gold_root, _swap, _label = read_root(testenv, image)
+    assert texts["etc/hostname"] == f"{source}\n" and all(present.values())
+    assert gold_root == old_root
+    assert sha256(image) == before
+
+
+def test_a_failed_identity_leaves_nothing(testenv, gold):
+    """A guest's link out of its root (var/lib/dhcpcd -> a host directory) stops the clone
+    in the middle of its identity: the host's file stays, the copy goes, nothing stays
+    mounted or attached."""
+    source, image = gold
+    host_dir = testenv.base / "host-dhcpcd"
+    host_dir.mkdir()
+    (host_dir / "lease").write_text("the host's\n")
+    with ExitStack() as stack:
+        nodes = attached(stack, image)
+        root = mounts.mount(stack, nodes.root, testenv.base / "r", fstype="ext4")
+        (root / "var/lib/dhcpcd").symlink_to(host_dir)
+    (testenv.base / "r").rmdir()
+    before = sha256(image)
+    name = unique_name()
+    result = clone(testenv, source, name)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "leads out of the VM's root" in errors[0], result.stderr
+    assert (host_dir / "lease").read_text() == "the host's\n"
+    assert [p.name for p in testenv.image_dir.iterdir()] == [image.name]
+    assert not (testenv.journal_dir / f"{name}.json").exists()
+    assert loopdev.loop_devices_of(image) == []
+    assert sha256(image) == before
+
+
+def test_a_fault_before_the_copy_is_named_leaves_nothing(testenv, gold):
+    source, image = gold
+    name = unique_name()
+    env = {**hermetic_environ(), "HOSTCREATOR_FAULT": "clone:before:publish"}
+    result = clone(testenv, source, name, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "fault injected at clone:before:publish" in result.stderr
+    assert json.loads(result.stdout)["error"]["exit_code"] == 1
+    assert [p.name for p in testenv.image_dir.iterdir()] == [image.name]
+    assert not (testenv.journal_dir / f"{name}.json").exists()
+    assert not mounts.mounts_below(testenv.state_dir)
+
+
+def test_clone_refuses_a_mounted_source_and_an_existing_name(testenv, gold):
+    source, _image = gold
+    mounted = run_cli("mount-vm", source, "--config", str(testenv.config), timeout=60)
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        result = clone(testenv, source, unique_name())
+        assert result.returncode == 3, result.stderr
+        assert f"{source} is mounted at" in result.stderr
+    finally:
+        run_cli("umount-vm", source, "--config", str(testenv.config), timeout=60)
+    other = unique_name()
+    make_gold(testenv, other)
+    before = sha256(testenv.image(other))
+    result = clone(testenv, source, other)
+    assert result.returncode == 3, result.stderr
+    assert f"{other} has a disk already" in result.stderr
+    assert sha256(testenv.image(other)) == before
