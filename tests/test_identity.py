@@ -79,3 +79,57 @@ def test_grub_cfg_with_root_by_device_name_fails(tmp_path):
     grub_tree(tmp_path, "linux /vmlinuz root=/dev/loop0p3 ro quiet\n")
     with pytest.raises(HostCreatorError, match="names the root as /dev/loop0p3"):
         bootloader.verify(tmp_path, FS)
+
+
+OLD = FileSystems(root_uuid="aaaaaaaa-0000-0000-0000-000000000001",
+                  swap_uuid="bbbbbbbb-0000-0000-0000-000000000002")
+
+
+def test_forget_runs_removes_what_a_booted_vm_made_and_keeps_the_rest(tmp_path):
+    traces = ["var/lib/dhcp/dhclient.eth0.leases", "var/lib/systemd/network/duid",
+              "var/log/journal/0123/system.journal", "root/.bash_history"]
+    kept = ["var/lib/dhcp/README", "var/log/syslog", "root/.profile"]
+    for rel in traces + kept:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    identity.forget_runs(tmp_path)
+    assert [rel for rel in traces if (tmp_path / rel).exists()] == []
+    assert (tmp_path / "var/log/journal").is_dir()  # persistent journaling stays on
+    assert all((tmp_path / rel).exists() for rel in kept)
+
+
+def test_forget_runs_never_follows_a_link_out_of_the_root(tmp_path):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "x.lease").write_text("the host's")
+    root = tmp_path / "root"
+    (root / "var/lib").mkdir(parents=True)
+    (root / "var/lib/NetworkManager").symlink_to(host)
+    with pytest.raises(HostCreatorError, match="leads out of the VM's root"):
+        identity.forget_runs(root)
+    assert (host / "x.lease").read_text() == "the host's"
+
+
+def test_grub_cfg_follows_the_new_uuids(tmp_path):
+    grub = tmp_path / "boot" / "grub"
+    (grub / "i386-pc").mkdir(parents=True)
+    (grub / "i386-pc" / "core.img").write_text("")
+    (grub / "grub.cfg").write_text(
+        f"search --fs-uuid --set=root {OLD.root_uuid}\n"
+        f"linux /vmlinuz root=UUID={OLD.root_uuid} resume=UUID={OLD.swap_uuid} ro\n")
+    bootloader.follow(tmp_path, OLD, FS)
+    assert (grub / "grub.cfg").read_text() == (
+        f"search --fs-uuid --set=root {FS.root_uuid}\n"
+        f"linux /vmlinuz root=UUID={FS.root_uuid} resume=UUID={FS.swap_uuid} ro\n")
+
+
+def test_a_disk_without_grub_cfg_is_not_followed(tmp_path):
+    with pytest.raises(HostCreatorError, match="the disk has no boot loader"):
+        bootloader.follow(tmp_path, OLD, FS)
+
+
+def test_renew_inside_refuses_a_hostname_link(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hostname").symlink_to("/etc/hostname")
+    with pytest.raises(HostCreatorError, match="is a symbolic link: not written"):
+        identity.renew_inside(tmp_path, "web2", OLD, FS)
