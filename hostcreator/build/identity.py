@@ -19,7 +19,7 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
-from hostcreator.build import access, bootloader
+from hostcreator.build import access, bootloader, chroot
 from hostcreator.disk import fstab, partition
 from hostcreator.errors import HostCreatorError
 from hostcreator.host import loopdev, mounts
@@ -150,5 +150,9 @@ def renew(stack: ExitStack, disk: Path, name: str, mountpoint: Path,
     new = partition.renew_filesystems(nodes, name)
     root = mounts.mount(stack, nodes.root, mountpoint, fstype="ext4")
     renew_inside(root, name, old, new)
+    if login.password is not None:
+        # chpasswd runs in the VM's root, as in a build: with its /proc and a /dev.
+        chroot.enter(stack, root, [loop, *nodes.all],
+                     {new.root_uuid: nodes.root, new.swap_uuid: nodes.swap})
     access.install(root, login)
     return new

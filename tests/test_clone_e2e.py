@@ -1,0 +1,73 @@
+"""The proof of issue 17: two clones of one gold VM, made after the gold has booted once,
+each booted under QEMU and asked from the inside; the gold's disk unchanged by cloning,
+and the gold still boots. Slow: three boots under software emulation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import DEBIAN_SUITE, run_cli, unique_name
+from guest import boot_and_report, check_report
+
+pytestmark = pytest.mark.e2e
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def clone(gold, name: str) -> dict:
+    result = run_cli("hostcreator", "clone", gold.name, name, "--config", str(gold.env.config),
+                     "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_two_clones_of_a_booted_gold_differ_and_the_gold_is_unchanged(debian_vm,
+                                                                      debian_vm_report):
+    gold = debian_vm
+    # debian_vm_report booted the gold once: it has its machine-id, host keys, leases.
+    assert debian_vm_report.get("hostname") == gold.name
+    before = sha256(gold.image)
+    names = [unique_name(), unique_name()]
+    summaries = [clone(gold, name) for name in names]
+    assert sha256(gold.image) == before
+    reports = []
+    for name, summary in zip(names, summaries, strict=True):
+        assert summary["source"] == gold.name
+        image = Path(summary["disk"])
+        report = boot_and_report(image, gold.env.log_dir / f"{name}.report.log")
+        check_report(report, name, DEBIAN_SUITE)
+        assert report["root_uuid"] == summary["root_uuid"]
+        assert report["swap_uuid"] == summary["swap_uuid"]
+        assert gold.env.journal(name)["source"] == gold.name
+        reports.append(report)
+    first, second = reports
+    for key in ("hostname", "machine_id", "ssh_key", "root_uuid", "swap_uuid"):
+        values = {first[key], second[key], debian_vm_report[key]}
+        assert len(values) == 3, (key, values)
+    # Both got an address by DHCP (networkd's client ID follows the machine-id).
+    assert first["ipv4"] and second["ipv4"]
+
+    # The gold and a clone can be mounted at the same time: they share no disk or UUID.
+    config = str(gold.env.config)
+    mounted = [run_cli("mount-vm", n, "--config", config, timeout=120) for n in
+               (gold.name, names[0])]
+    try:
+        assert [m.returncode for m in mounted] == [0, 0], [m.stderr for m in mounted]
+    finally:
+        for n in (gold.name, names[0]):
+            run_cli("umount-vm", n, "--config", config, timeout=120)
+    assert sha256(gold.image) == before
+
+    # The gold still boots as itself.
+    again = boot_and_report(gold.image, gold.env.log_dir / f"{gold.name}.report-again.log")
+    assert again.get("hostname") == gold.name
+    assert again["root_uuid"] == debian_vm_report["root_uuid"]
