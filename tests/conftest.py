@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -222,6 +223,15 @@ def hand_made_disk(path: Path, root_fs: bool = True, only_root: bool = False) ->
     if root_fs:
         subprocess.run(["mkfs.ext4", "-q", "-F", "-E", f"offset={root.start}", str(path),
                         f"{root.size // 1024}k"], check=True, capture_output=True)
+
+
+def sha256(path: Path) -> str:
+    """The checksum of a disk image, read in pieces (images are GiBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _is_root() -> bool:

@@ -5,14 +5,13 @@ here (test_clone_e2e.py boots two clones of a real build)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import TEST_SSH_KEY, hand_made_disk, hermetic_environ, run_cli, unique_name
+from conftest import TEST_SSH_KEY, hand_made_disk, hermetic_environ, run_cli, sha256, unique_name
 
 from hostcreator.disk import partition
 from hostcreator.host import loopdev, mounts
@@ -68,14 +67,6 @@ def make_gold(env, name: str, tree: dict[str, str] | None = None) -> Path:
     journal.save(env.journal_dir, Journal(name, "debian", "trixie", image, done=list(Stage),
                                           status=Status.FINISHED))
     return image
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @pytest.fixture

@@ -4,23 +4,14 @@ and the gold still boots. Slow: three boots under software emulation."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
-from conftest import DEBIAN_SUITE, run_cli, unique_name
+from conftest import DEBIAN_SUITE, run_cli, sha256, unique_name
 from guest import boot_and_report, check_report
 
 pytestmark = pytest.mark.e2e
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def clone(gold, name: str) -> dict:
