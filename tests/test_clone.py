@@ -6,12 +6,23 @@ here (test_clone_e2e.py boots two clones of a real build)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import TEST_SSH_KEY, hand_made_disk, hermetic_environ, run_cli, sha256, unique_name
+from conftest import (
+    TEST_SSH_KEY,
+    command,
+    hand_made_disk,
+    hermetic_environ,
+    run_cli,
+    sha256,
+    unique_name,
+)
 
 from hostcreator.disk import partition
 from hostcreator.host import loopdev, mounts
@@ -197,3 +208,45 @@ def test_clone_refuses_a_mounted_source_and_an_existing_name(testenv, gold):
     assert result.returncode == 3, result.stderr
     assert f"{other} has a disk already" in result.stderr
     assert sha256(testenv.image(other)) == before
+
+
+def loops_below(top: Path) -> list[str]:
+    """losetup's lines of the loop devices whose file lies below TOP."""
+    listing = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if str(top) in line]
+
+
+def test_sigterm_in_the_identity_stage_leaves_nothing(testenv, gold):
+    """The clone is paused where it holds the most (the copy attached, its root mounted):
+    the gold's /etc/hosts is a FIFO, which the clone reads while nobody writes it."""
+    source, image = gold
+    with ExitStack() as stack:
+        root = mounts.mount(stack, attached(stack, image).root, testenv.base / "r",
+                            fstype="ext4")
+        (root / "etc/hosts").unlink()
+        os.mkfifo(root / "etc/hosts")
+    (testenv.base / "r").rmdir()
+    name = unique_name()
+    build_root = testenv.state_dir / "build" / name
+    proc = subprocess.Popen(
+        [command("hostcreator"), "clone", source, name, "--config", str(testenv.config)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=hermetic_environ())
+    try:
+        deadline = time.monotonic() + 30
+        while not mounts.mounts_below(build_root):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        held = loops_below(testenv.image_dir)
+        assert held and ".clone-" in held[0], held
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err, err
+    assert [p.name for p in testenv.image_dir.iterdir()] == [image.name]
+    assert not (testenv.journal_dir / f"{name}.json").exists()
+    assert mounts.mounts_below(testenv.state_dir) == []
+    assert loops_below(testenv.base) == []
