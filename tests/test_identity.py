@@ -98,18 +98,6 @@ def test_forget_runs_removes_what_a_booted_vm_made_and_keeps_the_rest(tmp_path):
     assert all((tmp_path / rel).exists() for rel in kept)
 
 
-def test_forget_runs_never_follows_a_link_out_of_the_root(tmp_path):
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "x.lease").write_text("the host's")
-    root = tmp_path / "root"
-    (root / "var/lib").mkdir(parents=True)
-    (root / "var/lib/NetworkManager").symlink_to(host)
-    with pytest.raises(HostCreatorError, match="leads out of the VM's root"):
-        identity.forget_runs(root)
-    assert (host / "x.lease").read_text() == "the host's"
-
-
 def test_grub_cfg_follows_the_new_uuids(tmp_path):
     grub = tmp_path / "boot" / "grub"
     (grub / "i386-pc").mkdir(parents=True)
@@ -131,5 +119,22 @@ def test_a_disk_without_grub_cfg_is_not_followed(tmp_path):
 def test_renew_inside_refuses_a_hostname_link(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "hostname").symlink_to("/etc/hostname")
-    with pytest.raises(HostCreatorError, match="is a symbolic link: not written"):
+    with pytest.raises(HostCreatorError, match="is a symbolic link or below one: not written"):
         identity.renew_inside(tmp_path, "web2", OLD, FS)
+
+
+@pytest.mark.parametrize("link,host_file,call", [
+    ("var/lib/NetworkManager", "x.lease", identity.forget_runs),
+    ("etc/ssh", "ssh_host_ed25519_key",
+     lambda root: identity.renew_inside(root, "web2", OLD, FS)),
+], ids=["leases", "host-keys"])
+def test_a_link_out_of_the_root_is_never_followed(tmp_path, link, host_file, call):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / host_file).write_text("the host's")
+    root = tmp_path / "root"
+    (root / link).parent.mkdir(parents=True)
+    (root / link).symlink_to(host)
+    with pytest.raises(HostCreatorError, match="leads out of the VM's root"):
+        call(root)
+    assert (host / host_file).read_text() == "the host's"

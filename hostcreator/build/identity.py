@@ -125,13 +125,29 @@ def forget_runs(root: Path) -> None:
             _remove(root, path)
 
 
+# What renew_inside writes, and the directories reset() removes files from: a guest's
+# absolute link there (etc/ssh -> /etc/ssh) would make them the host's files.
+WRITTEN = ("etc/hostname", "etc/hosts", "etc/fstab", "etc/machine-id", "boot/grub/grub.cfg")
+EMPTIED = ("etc/ssh", "var/lib/dbus", "var/lib/systemd", "var/cache/apt/archives")
+
+
+def check_inside(root: Path) -> None:
+    """Nothing renew_inside writes or removes leads out of ROOT."""
+    for rel in WRITTEN:
+        path = root / rel
+        if path.is_symlink() or not inside(root, path):
+            raise HostCreatorError(f"{path} is a symbolic link or below one: not written")
+    for rel in EMPTIED:
+        if not inside(root, root / rel / "x"):
+            raise HostCreatorError(f"{root / rel} leads out of the VM's root (a symbolic "
+                                   "link): nothing removed there")
+
+
 def renew_inside(root: Path, name: str, old: partition.FileSystems,
                  new: partition.FileSystems) -> None:
     """The copied root at ROOT becomes NAME's: hostname, what must differ between VMs,
     fstab and grub.cfg naming the new UUIDs."""
-    for path in (root / "etc" / "hostname", root / "etc" / "hosts", root / "etc" / "fstab"):
-        if not inside(root, path) or path.is_symlink():
-            raise HostCreatorError(f"{path} is a symbolic link: not written")
+    check_inside(root)
     set_hostname(root, name)
     reset(root)
     forget_runs(root)

@@ -108,6 +108,7 @@ def copy(stack: ExitStack, source: Path, target: Path) -> Copied:
         dst = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         stack.callback(_remove, temporary)
         try:
+            os.fchmod(dst, os.fstat(src).st_mode & 0o777)  # as private as the source
             method = Method.REFLINK if _reflink(src, dst) else Method.EXTENTS
             if method is Method.EXTENTS:
                 copy_extents(src, dst, size)
