@@ -216,6 +216,12 @@ def loops_below(top: Path) -> list[str]:
     return [line for line in listing.splitlines() if str(top) in line]
 
 
+def mounted_by(pid: int, top: Path) -> list[str]:
+    """Mount points at or below TOP as process PID sees them."""
+    return [str(e.point) for e in mounts.mountinfo_of(pid)
+            if e.point == top or top in e.point.parents]
+
+
 def test_sigterm_in_the_identity_stage_leaves_nothing(testenv, gold):
     """The clone is paused where it holds the most (the copy attached, its root mounted):
     the gold's /etc/hosts is a FIFO, which the clone reads while nobody writes it."""
@@ -234,9 +240,10 @@ def test_sigterm_in_the_identity_stage_leaves_nothing(testenv, gold):
         env=hermetic_environ())
     try:
         deadline = time.monotonic() + 30
-        while not mounts.mounts_below(build_root):
+        while not mounted_by(proc.pid, build_root):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
+        assert mounts.mounts_below(build_root) == []  # in the clone's own namespace only
         held = loops_below(testenv.image_dir)
         assert held and ".clone-" in held[0], held
         proc.send_signal(signal.SIGTERM)

@@ -31,7 +31,7 @@ from hostcreator.disk import copy, gpt, storage
 from hostcreator.disk.partition import GIB, FileSystems
 from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, DomainExists, InvalidInput, UnfinishedBuild
-from hostcreator.host import inuse, places
+from hostcreator.host import inuse, mounts, places
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths
 from hostcreator.run import require_commands
@@ -180,6 +180,9 @@ def make(job: Clone) -> dict[str, Any]:
         with progress.stage(f"copy {job.source}'s disk"):
             copied = copy.copy(stack, job.source_disk, job.disk)
             progress.note(str(copied.method))
+        # As a build's: nobody sees the copy's root mounted, and a domain libvirt starts
+        # meanwhile gets no copy of the mount.
+        mounts.private_namespace()
         with progress.stage(f"identity of {job.name}"), ExitStack() as attached:
             # Undone last, once nothing is mounted on it any more.
             attached.callback(_remove_dir, job.paths.build_root)
