@@ -257,3 +257,19 @@ def test_sigterm_in_the_identity_stage_leaves_nothing(testenv, gold):
     assert not (testenv.journal_dir / f"{name}.json").exists()
     assert mounts.mounts_below(testenv.state_dir) == []
     assert loops_below(testenv.base) == []
+
+
+def test_a_copy_left_by_a_killed_clone_is_removed_by_the_next(testenv, gold):
+    source, _image = gold
+    name = unique_name()
+    target = testenv.image(name)
+    # PID 4194304 is above any pid_max: that process is gone.
+    left = target.with_name(f".{target.name}.clone-4194304")
+    left.write_bytes(b"half a copy")
+    with ExitStack() as stack:
+        loopdev.attach(stack, left)
+        stack.pop_all()  # as SIGKILL leaves it: still attached
+    result = clone(testenv, source, name)
+    assert result.returncode == 0, result.stderr
+    assert f"removed {left}, left by a clone that was killed" in result.stderr
+    assert not left.exists() and loopdev.loop_devices_of(left) == []

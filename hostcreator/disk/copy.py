@@ -48,9 +48,19 @@ def allocated_bytes(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def temporary_name(target: Path) -> Path:
+def temporary_name(target: Path, pid: int | None = None) -> Path:
     """Hidden and unlike any VM's disk name, so no command takes it for one."""
-    return target.with_name(f".{target.name}.clone-{os.getpid()}")
+    return target.with_name(f".{target.name}.clone-{os.getpid() if pid is None else pid}")
+
+
+def stale(target: Path) -> list[Path]:
+    """Temporary copies for TARGET whose process is gone (a clone killed by SIGKILL)."""
+    found = []
+    for path in target.parent.glob(f".{target.name}.clone-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            found.append(path)
+    return sorted(found)
 
 
 def _reflink(source: int, target: int) -> bool:

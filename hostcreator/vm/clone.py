@@ -31,7 +31,7 @@ from hostcreator.disk import copy, gpt, storage
 from hostcreator.disk.partition import GIB, FileSystems
 from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, DomainExists, InvalidInput, UnfinishedBuild
-from hostcreator.host import inuse, mounts, places
+from hostcreator.host import inuse, loopdev, mounts, places
 from hostcreator.log import Progress, log_file, logger
 from hostcreator.paths import VmPaths
 from hostcreator.run import require_commands
@@ -170,7 +170,19 @@ def clone(config: Config, source: str, name: str) -> dict[str, Any]:
         # Asked again under the locks: a mount-vm or a QEMU may have come meanwhile.
         check_name_is_free(config, name)
         check_use(job, ask_libvirt=False)
+        remove_stale_copies(job.disk)
         return make(job)
+
+
+def remove_stale_copies(disk: Path) -> None:
+    """What a clone of the same NAME killed by SIGKILL left: its copy, perhaps still on a
+    loop device (its mounts went with its mount namespace). NAME's lock is held."""
+    for path in copy.stale(disk):
+        for device in loopdev.loop_devices_of(path):
+            loopdev.detach(Path(device))
+        inuse.refuse(inuse.users_of(path), inuse.Command.RELEASE, str(path))
+        path.unlink()
+        logger.info("removed %s, left by a clone that was killed", path)
 
 
 def make(job: Clone) -> dict[str, Any]:
