@@ -22,6 +22,9 @@ done
     echo "HCREPORT swap_uuid=$(lsblk -n -o UUID "$(swapon --show=NAME --noheadings | head -n 1)")"
     echo "HCREPORT device_timeout=$(systemctl show -P DefaultDeviceTimeoutUSec)"
     echo "HCREPORT ipv4=$(ip -4 -o addr show scope global | awk '{print $2 "=" $4}' | head -n 1)"
+    # The client ID networkd's DHCP lease was asked with (from the machine-id's DUID).
+    echo "HCREPORT dhcp_client_id=$(sed -n 's/^CLIENTID=//p' /run/systemd/netif/leases/* \
+        2>/dev/null | head -n 1)"
     if [ -e /usr/sbin/policy-rc.d ]; then echo "HCREPORT policy_rc_d=present"
     else echo "HCREPORT policy_rc_d=absent"; fi
     echo "HCREPORT machine_id=$(cat /etc/machine-id)"
