@@ -150,6 +150,11 @@ def test_clone_has_its_own_identity_and_the_gold_is_unchanged(testenv, gold):
     assert texts["etc/hostname"] == f"{source}\n" and all(present.values())
     assert gold_root == old_root
     assert sha256(image) == before
+    # Gold and clone are mounted side by side (mount-vm), then let go.
+    config = str(testenv.config)
+    both = [run_cli("mount-vm", n, "--config", config, timeout=60) for n in (source, name)]
+    unmounted = [run_cli("umount-vm", n, "--config", config, timeout=60) for n in (source, name)]
+    assert [r.returncode for r in both + unmounted] == [0] * 4, [r.stderr for r in both]
 
 
 def test_a_failed_identity_leaves_nothing(testenv, gold):
@@ -196,9 +201,14 @@ def test_clone_refuses_a_mounted_source_and_an_existing_name(testenv, gold):
     mounted = run_cli("mount-vm", source, "--config", str(testenv.config), timeout=60)
     assert mounted.returncode == 0, mounted.stderr
     try:
-        result = clone(testenv, source, unique_name())
+        name = unique_name()
+        result = clone(testenv, source, name)
         assert result.returncode == 3, result.stderr
         assert f"{source} is mounted at" in result.stderr
+        assert json.loads(result.stdout)["error"]["exit_code"] == 3
+        assert not testenv.image(name).exists() and not testenv.log_dir.joinpath(
+            f"{name}.log").exists()
+        assert not (testenv.journal_dir / f"{name}.json").exists()
     finally:
         run_cli("umount-vm", source, "--config", str(testenv.config), timeout=60)
     other = unique_name()
