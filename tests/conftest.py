@@ -8,6 +8,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -200,6 +201,25 @@ def run_cli(*argv: str, timeout: float = 1800, **kwargs) -> subprocess.Completed
         [command(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, **kwargs,
     )
+
+
+def terminate_when(argv: list[str], ready, timeout: float = 120) -> tuple[int, str]:
+    """Run the command ARGV (hermetic), send it SIGTERM once READY(pid) is true; its exit
+    code and stderr."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=hermetic_environ())
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
 
 
 def hand_made_disk(path: Path, root_fs: bool = True, only_root: bool = False) -> None:

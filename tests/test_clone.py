@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,67 +15,20 @@ import pytest
 from conftest import (
     TEST_SSH_KEY,
     command,
-    hand_made_disk,
     hermetic_environ,
     run_cli,
     sha256,
+    terminate_when,
     unique_name,
 )
+from gold import TRACES, attached, grub_cfg, make_gold, uuid_of
 
 from hostcreator.disk import partition
 from hostcreator.host import loopdev, mounts
-from hostcreator.state import journal
-from hostcreator.state.journal import Journal, Stage, Status
 
 pytestmark = pytest.mark.root
 
 NOWHERE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
-MACHINE_ID = "0123456789abcdef0123456789abcdef"
-# What a VM that has booted and been used keeps; the clone must have none of it.
-TRACES = ("etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub",
-          "var/lib/systemd/random-seed", "var/lib/systemd/credential.secret",
-          "var/lib/dhcp/dhclient.enp1s0.leases", "var/lib/systemd/network/dhcp-duid",
-          f"var/log/journal/{MACHINE_ID}/system.journal", "root/.bash_history")
-
-
-def grub_cfg(root_uuid: str) -> str:
-    return (f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
-            f"menuentry 'Debian' {{\n  search --no-floppy --fs-uuid --set=root {root_uuid}\n"
-            f"  linux /boot/vmlinuz root=UUID={root_uuid} ro console=ttyS0\n}}\n")
-
-
-def attached(stack: ExitStack, image: Path, read_only: bool = False) -> partition.Nodes:
-    return partition.find(loopdev.attach(stack, image, read_only=read_only))
-
-
-def uuid_of(node: Path) -> str:
-    return subprocess.run(["blkid", "--probe", "-o", "value", "-s", "UUID", str(node)],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
-def make_gold(env, name: str, tree: dict[str, str] | None = None) -> Path:
-    """NAME's disk as create-debian leaves it after a few boots, and its finished journal."""
-    image = env.image(name)
-    hand_made_disk(image)
-    with ExitStack() as stack:
-        nodes = attached(stack, image)
-        subprocess.run(["mkswap", str(nodes.swap)], check=True, capture_output=True)
-        root_uuid = uuid_of(nodes.root)
-        root = mounts.mount(stack, nodes.root, env.base / "gold-root", fstype="ext4")
-        files = {"etc/hostname": f"{name}\n",
-                 "etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n",
-                 "etc/machine-id": f"{MACHINE_ID}\n", "var/lib/dbus/machine-id": MACHINE_ID,
-                 "etc/fstab": f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n",
-                 "boot/grub/grub.cfg": grub_cfg(root_uuid),
-                 "boot/grub/i386-pc/core.img": "core",
-                 **{trace: "of the gold\n" for trace in TRACES}, **(tree or {})}
-        for rel, text in files.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
-    (env.base / "gold-root").rmdir()
-    journal.save(env.journal_dir, Journal(name, "debian", "trixie", image, done=list(Stage),
-                                          status=Status.FINISHED))
-    return image
 
 
 @pytest.fixture
@@ -244,24 +195,21 @@ def test_sigterm_in_the_identity_stage_leaves_nothing(testenv, gold):
     (testenv.base / "r").rmdir()
     name = unique_name()
     build_root = testenv.state_dir / "build" / name
-    proc = subprocess.Popen(
-        [command("hostcreator"), "clone", source, name, "--config", str(testenv.config)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=hermetic_environ())
-    try:
-        deadline = time.monotonic() + 30
-        while not mounted_by(proc.pid, build_root):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        assert mounts.mounts_below(build_root) == []  # in the clone's own namespace only
-        held = loops_below(testenv.image_dir)
-        assert held and ".clone-" in held[0], held
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    seen: list[list[str]] = []
+
+    def ready(pid: int) -> bool:
+        if not mounted_by(pid, build_root):
+            return False
+        # In the clone's own namespace only; the copy is attached.
+        seen.extend([[str(m) for m in mounts.mounts_below(build_root)],
+                     loops_below(testenv.image_dir)])
+        return True
+
+    code, err = terminate_when([command("hostcreator"), "clone", source, name, "--config",
+                                str(testenv.config)], ready, timeout=30)
+    assert seen[0] == [], seen
+    assert seen[1] and ".clone-" in seen[1][0], seen
+    assert code == 143, err
     assert "interrupted by SIGTERM" in err, err
     assert [p.name for p in testenv.image_dir.iterdir()] == [image.name]
     assert not (testenv.journal_dir / f"{name}.json").exists()

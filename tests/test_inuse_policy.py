@@ -56,6 +56,17 @@ def verdict(tmp_path: Path, user: str, command: Command, allowed: Allowed) -> st
     return None
 
 
+# What clone and export refuse of the disk they copy.
+COPIED = {
+    "mount-vm": "web1 is mounted at /mnt/hc/web1 (mount-vm)",
+    "mounted here": f"{DISK} is mounted: /dev/loop7 at /mnt/x",
+    "mounted elsewhere": f"{DISK} is mounted in another mount namespace: /dev/loop7 at",
+    "loop": f"{DISK} is in use by /dev/loop7",
+    "holder": f"{DISK} is in use by dm-0",
+    "running domain": f"{DISK} is the disk of running libvirt domain other (running)",
+    "process": f"{DISK} is open in process(es) {PID} (",
+}
+
 # (command, what it allows, the users it refuses: user -> a piece of the message)
 TABLE = [
     (Command.CREATE, Allowed(), {
@@ -142,15 +153,9 @@ TABLE = [
         "holder": "in use by dm-0", "process": f"{DISK} is open in process(es) {PID} (",
     }),
     # clone only reads SOURCE's disk: a shut-off domain with it is the normal case.
-    (Command.CLONE, Allowed(), {
-        "mount-vm": "web1 is mounted at /mnt/hc/web1 (mount-vm)",
-        "mounted here": f"{DISK} is mounted: /dev/loop7 at /mnt/x",
-        "mounted elsewhere": f"{DISK} is mounted in another mount namespace: /dev/loop7 at",
-        "loop": f"{DISK} is in use by /dev/loop7",
-        "holder": f"{DISK} is in use by dm-0",
-        "running domain": f"{DISK} is the disk of running libvirt domain other (running)",
-        "process": f"{DISK} is open in process(es) {PID} (",
-    }),
+    (Command.CLONE, Allowed(), COPIED),
+    # ... and export NAME's, for the same reason.
+    (Command.EXPORT, Allowed(), COPIED),
     (Command.CLEANUP, Allowed(), {"state file": "web1 is mounted by mount-vm"}),
     (Command.RELEASE, Allowed(hint="h"), {
         "mounted here": f"{DISK} is still attached to /dev/loop7: its file system is held by "

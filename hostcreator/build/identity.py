@@ -4,11 +4,15 @@ The hostname is written during the build; the rest is removed at the end of
 the build so that every VM creates its own at its first boot, and two VMs made
 from the same files (or the same cache) never share them.
 
-A copy of a disk (hostcreator clone; export will seal an appliance alike) gets
-a new identity without booting: renew() attaches it, gives its file systems
-new UUIDs, and inside it the hostname, fstab and grub.cfg that follow them,
-the removal of everything a VM that has run made for itself (forget_runs), and
-its own login. Every mount and the loop device are undone on the stack given.
+A copy of a disk (hostcreator clone) gets a new identity without booting:
+renew() attaches it, gives its file systems new UUIDs, and inside it the
+hostname, fstab and grub.cfg that follow them, the removal of everything a VM
+that has run made for itself (forget_runs), and its own login. An exported copy
+(hostcreator export) is sealed instead (seal()): the same reset and removal, and
+what tells who used it (logins, system logs), but no new identity or login at
+all: root's password is locked, and each import makes its own machine-id, host
+keys and seed at its first boot. Every mount and the loop device are undone on
+the stack given.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hostcreator.disk import fstab, partition
 from hostcreator.errors import HostCreatorError
 from hostcreator.host import loopdev, mounts
 from hostcreator.log import logger
+from hostcreator.run import run
 
 ROOT_ALIASES = (
     "alias ll='ls -l'",
@@ -118,11 +123,15 @@ def _remove(root: Path, path: Path) -> None:
     logger.debug("removed %s", path)
 
 
-def forget_runs(root: Path) -> None:
-    """Remove what a VM made while it ran (RUN_TRACES); the clone makes its own."""
-    for pattern in RUN_TRACES:
+def forget(root: Path, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
         for path in sorted(root.glob(pattern)):
             _remove(root, path)
+
+
+def forget_runs(root: Path) -> None:
+    """Remove what a VM made while it ran (RUN_TRACES); the clone makes its own."""
+    forget(root, RUN_TRACES)
 
 
 # What renew_inside writes, and the directories reset() removes files from: a guest's
@@ -131,9 +140,9 @@ WRITTEN = ("etc/hostname", "etc/hosts", "etc/fstab", "etc/machine-id", "boot/gru
 EMPTIED = ("etc/ssh", "var/lib/dbus", "var/lib/systemd", "var/cache/apt/archives")
 
 
-def check_inside(root: Path) -> None:
-    """Nothing renew_inside writes or removes leads out of ROOT."""
-    for rel in WRITTEN:
+def check_inside(root: Path, written: tuple[str, ...] = WRITTEN) -> None:
+    """Nothing renew_inside (or seal_inside) writes or removes leads out of ROOT."""
+    for rel in written:
         path = root / rel
         if path.is_symlink() or not inside(root, path):
             raise HostCreatorError(f"{path} is a symbolic link or below one: not written")
@@ -172,3 +181,70 @@ def renew(stack: ExitStack, disk: Path, name: str, mountpoint: Path,
                      {new.root_uuid: nodes.root, new.swap_uuid: nodes.swap})
     access.install(root, login)
     return new
+
+
+# What an appliance must not tell beyond RUN_TRACES: who logged in, and the system's logs.
+SEAL_TRACES = (
+    "var/log/wtmp*",
+    "var/log/btmp*",
+    "var/log/lastlog",
+    "var/log/syslog*",
+    "var/log/auth.log*",
+    "var/log/messages*",
+    "var/log/kern.log*",
+    "var/log/daemon.log*",
+    "root/.ssh/known_hosts*",
+)
+SEAL_WRITTEN = ("etc/machine-id", "etc/shadow")
+LOCKED = "*"
+
+
+def lock_root_password(root: Path) -> bool:
+    """Root of the VM at ROOT gets no password (its hash would travel with the appliance:
+    the generated one is NAME's secret, kept on this host); its SSH keys stay. Whether
+    there was one to remove."""
+    shadow = root / "etc" / "shadow"
+    if not shadow.exists():
+        return False
+    lines = shadow.read_text().splitlines(keepends=True)
+    changed = False
+    for number, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) > 2 and fields[1] not in ("", "*", "!", "!*"):
+            fields[1] = LOCKED
+            lines[number] = ":".join(fields)
+            changed = True
+    if changed:
+        # Written in place: the file keeps its owner and mode (root:shadow 0640).
+        with open(shadow, "r+") as f:
+            f.write("".join(lines))
+            f.truncate()
+    return changed
+
+
+def seal_inside(root: Path) -> bool:
+    """The copied root at ROOT carries nothing of its VM's own; whether root's password
+    was removed."""
+    check_inside(root, SEAL_WRITTEN)
+    reset(root)
+    forget(root, RUN_TRACES + SEAL_TRACES)
+    return lock_root_password(root)
+
+
+def seal(stack: ExitStack, disk: Path, mountpoint: Path) -> bool:
+    """Seal the copied DISK (an image file) for export; see the module documentation. The
+    freed blocks and the swap are discarded (holes in the copy), so nothing removed can
+    be read back from the appliance and it is smaller. Whether root's password was
+    removed."""
+    loop = loopdev.attach(stack, disk)
+    nodes = partition.find(loop)
+    partition.blank_swap(nodes)
+    with ExitStack() as mounted:
+        root = mounts.mount(mounted, nodes.root, mountpoint, fstype="ext4")
+        removed = seal_inside(root)
+        trimmed = run(["fstrim", root], check=False)
+        if trimmed.returncode != 0:
+            logger.warning("warning: the free blocks of %s could not be discarded (fstrim "
+                           "failed): the removed files may still be read from the image",
+                           disk)
+    return removed

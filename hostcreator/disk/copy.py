@@ -48,15 +48,16 @@ def allocated_bytes(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def temporary_name(target: Path, pid: int | None = None) -> Path:
-    """Hidden and unlike any VM's disk name, so no command takes it for one."""
-    return target.with_name(f".{target.name}.clone-{os.getpid() if pid is None else pid}")
+def temporary_name(target: Path, pid: int | None = None, kind: str = "clone") -> Path:
+    """Hidden and unlike any VM's disk name, so no command takes it for one; KIND names
+    the command that makes it."""
+    return target.with_name(f".{target.name}.{kind}-{os.getpid() if pid is None else pid}")
 
 
-def stale(target: Path) -> list[Path]:
+def stale(target: Path, kind: str = "clone") -> list[Path]:
     """Temporary copies for TARGET whose process is gone (a clone killed by SIGKILL)."""
     found = []
-    for path in target.parent.glob(f".{target.name}.clone-*"):
+    for path in target.parent.glob(f".{target.name}.{kind}-*"):
         pid = path.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             found.append(path)
@@ -108,15 +109,15 @@ def copy_extents(source: int, target: int, size: int) -> None:
     os.ftruncate(target, size)
 
 
-def copy(stack: ExitStack, source: Path, target: Path) -> Copied:
+def copy(stack: ExitStack, source: Path, target: Path, kind: str = "clone") -> Copied:
     """Copy SOURCE to a temporary file beside TARGET; its removal is registered on STACK
     until publish() names it TARGET."""
-    temporary = temporary_name(target)
+    temporary = temporary_name(target, kind=kind)
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(src).st_size
         dst = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        stack.callback(_remove, temporary)
+        stack.callback(remove, temporary)
         try:
             os.fchmod(dst, os.fstat(src).st_mode & 0o777)  # as private as the source
             method = Method.REFLINK if _reflink(src, dst) else Method.EXTENTS
@@ -133,12 +134,21 @@ def copy(stack: ExitStack, source: Path, target: Path) -> Copied:
 
 def publish(copied: Copied, target: Path) -> None:
     """Give the complete copy TARGET's name; an existing TARGET is never replaced."""
-    try:
-        os.link(copied.temporary, target)
-    except FileExistsError:
-        raise HostCreatorError(f"{target} appeared while the copy was made; it was left "
-                               "as it is") from None
-    os.unlink(copied.temporary)
+    publish_file(copied.temporary, target)
+
+
+def publish_file(temporary: Path, target: Path, replace: bool = False) -> None:
+    """Give the complete file TEMPORARY TARGET's name (on the same file system); an
+    existing TARGET is replaced only when asked."""
+    if replace:
+        os.replace(temporary, target)
+    else:
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            raise HostCreatorError(f"{target} appeared while the copy was made; it was left "
+                                   "as it is") from None
+        os.unlink(temporary)
     fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -146,7 +156,7 @@ def publish(copied: Copied, target: Path) -> None:
         os.close(fd)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     """A teardown step: logs and goes on."""
     with contextlib.suppress(FileNotFoundError):
         try:

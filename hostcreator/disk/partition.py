@@ -225,3 +225,12 @@ def renew_filesystems(nodes: Nodes, name: str) -> FileSystems:
                                    hint="check the source VM's file system (mount-vm, fsck)")
         run(argv)
     return result
+
+
+def blank_swap(nodes: Nodes) -> None:
+    """Discard the swap of a copied disk (pages of the memory of the VM that ran, held in
+    holes now) and give it back its signature, UUID and label, so fstab still finds it."""
+    swap_uuid = filesystem_uuid(nodes.swap)
+    run(["blkdiscard", "--force", nodes.swap])
+    if swap_uuid:
+        run(["mkswap", "--uuid", swap_uuid, "--label", "swap", nodes.swap])

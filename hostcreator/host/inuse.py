@@ -39,6 +39,8 @@ command in order, what it refuses (DiskInUse, exit code 3, naming the user);
   mounted here or in another namespace; on a loop device; held; a running domain
   with it (a shut-off one is the normal case); open in a process. A copy of a disk
   that changes meanwhile would be a broken file system.
+- export (NAME's disk is copied, read-only, then sealed and converted): what clone
+  refuses of its SOURCE, for the same reason.
 - cleanup: NAME mounted by mount-vm (then the build's loop devices are
   detached and the disk must be released).
 - release (the end of a build, cleanup): no loop device may stay on the disk
@@ -279,6 +281,7 @@ class Command(StrEnum):
     UMOUNT_VM = "umount-vm"
     REMOVE = "remove"
     CLONE = "clone"
+    EXPORT = "export"
     CLEANUP = "cleanup"
     RELEASE = "release"
 
@@ -453,6 +456,9 @@ def _still_attached(users: Users, what: str, allowed: Allowed) -> DiskInUse | No
 
 
 # For each command, what it refuses, in the order asked.
+# A disk that is copied: nothing may have it mounted or open, nor a domain run from it.
+COPIED: tuple[Check, ...] = (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop,
+                             _held, _running_domain, _open)
 RULES: dict[Command, tuple[Check, ...]] = {
     Command.CREATE: (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop, _held,
                      _a_domains_disk, _open),
@@ -461,8 +467,8 @@ RULES: dict[Command, tuple[Check, ...]] = {
     Command.UMOUNT_VM: (_foreign_mount, _not_detached),
     Command.REMOVE: (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop, _held,
                      _another_domains_disk, _open),
-    Command.CLONE: (_mounted_by_mount_vm, _mounted_here, _mounted_elsewhere, _on_loop, _held,
-                    _running_domain, _open),
+    Command.CLONE: COPIED,
+    Command.EXPORT: COPIED,
     Command.CLEANUP: (_mount_state,),
     Command.RELEASE: (_still_attached,),
 }

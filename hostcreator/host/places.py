@@ -95,3 +95,11 @@ def free_bytes(path: Path) -> int:
     """The bytes still free on PATH's file system (as for any user: the reserve left)."""
     st = os.statvfs(nearest_existing(path))
     return st.f_bavail * st.f_frsize
+
+
+def check_free(path: Path, needed: int, what: str, hint: str) -> None:
+    """NEEDED bytes fit on PATH's file system; else WHAT (the writer) is refused."""
+    free = free_bytes(path)
+    if needed > free:
+        raise InvalidInput(f"{what} needs {needed / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are "
+                           f"free on {nearest_existing(path)}", hint=hint)

@@ -28,7 +28,7 @@ from hostcreator import faults
 from hostcreator.build import access, identity
 from hostcreator.config import Config, StorageKind
 from hostcreator.disk import copy, gpt, storage
-from hostcreator.disk.partition import GIB, FileSystems
+from hostcreator.disk.partition import FileSystems
 from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, DomainExists, InvalidInput, UnfinishedBuild
 from hostcreator.host import inuse, loopdev, mounts, places
@@ -91,8 +91,9 @@ def check(config: Config, source: str, name: str) -> Clone:
     return clone
 
 
-def check_source(config: Config, source: str) -> Journal:
-    """SOURCE has a disk of create-debian's layout, and its build finished."""
+def check_source(config: Config, source: str, command: str = "clone copies") -> Journal:
+    """SOURCE has a disk of create-debian's layout, and its build finished (COMMAND says
+    what takes it, for the hint)."""
     disk = storage.for_vm(config, source)
     disk.check()
     if not disk.exists():
@@ -101,7 +102,7 @@ def check_source(config: Config, source: str) -> Journal:
     if record is None:
         raise InvalidInput(f"{source} was not built by hostcreator: it has no build journal "
                            f"({journal.path_of(config.journal_dir, source)})",
-                           hint="clone copies VMs that create-debian or create-ubuntu built")
+                           hint=f"{command} VMs that create-debian or create-ubuntu built")
     if not record.finished:
         raise UnfinishedBuild(f"the build of {source} {record.describe()}",
                               hint=f"finish it first: create-{record.distribution} {source} "
@@ -130,13 +131,9 @@ def check_name_is_free(config: Config, name: str) -> None:
 
 def check_room(clone: Clone) -> None:
     """The copy's allocated bytes fit in IMAGE_DIR (a reflink needs fewer)."""
-    needed = copy.allocated_bytes(clone.source_disk)
-    free = places.free_bytes(clone.config.image_dir)
-    if needed > free:
-        raise InvalidInput(f"IMAGE_DIR: the copy of {clone.source}'s disk needs "
-                           f"{needed / GIB:.1f} GiB, {free / GIB:.1f} GiB are free on "
-                           f"{places.nearest_existing(clone.config.image_dir)}",
-                           hint="free some space, or set IMAGE_DIR to a larger file system")
+    places.check_free(clone.config.image_dir, copy.allocated_bytes(clone.source_disk),
+                      f"IMAGE_DIR: the copy of {clone.source}'s disk",
+                      hint="free some space, or set IMAGE_DIR to a larger file system")
 
 
 def check_use(clone: Clone, ask_libvirt: bool = True) -> None:
@@ -174,15 +171,17 @@ def clone(config: Config, source: str, name: str) -> dict[str, Any]:
         return make(job)
 
 
-def remove_stale_copies(disk: Path) -> None:
-    """What a clone of the same NAME killed by SIGKILL left: its copy, perhaps still on a
-    loop device (its mounts went with its mount namespace). NAME's lock is held."""
-    for path in copy.stale(disk):
+def remove_stale_copies(disk: Path, kind: str = "clone") -> None:
+    """What a clone (or KIND) of the same NAME killed by SIGKILL left: its copy, perhaps
+    still on a loop device (its mounts went with its mount namespace). NAME's lock is
+    held."""
+    for path in copy.stale(disk, kind):
         for device in loopdev.loop_devices_of(path):
             loopdev.detach(Path(device))
         inuse.refuse(inuse.users_of(path), inuse.Command.RELEASE, str(path))
         path.unlink()
-        logger.info("removed %s, left by a clone that was killed", path)
+        logger.info("removed %s, left by a%s %s that was killed", path,
+                    "n" if kind[0] in "aeiou" else "", kind)
 
 
 def make(job: Clone) -> dict[str, Any]:
