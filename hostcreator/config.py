@@ -69,6 +69,14 @@ def _optional_text(value: str) -> str | None:
     return value or None
 
 
+def _label(value: str) -> str:
+    """A short line of text a person reads (a product's vendor or version)."""
+    if not value or not value.isprintable() or len(value) > 200:
+        raise ValueError(f"{printable(value)!r} is not one printable line of 1-200 "
+                         "characters")
+    return value
+
+
 def _path(value: str) -> Path:
     if not value:
         raise ValueError("an empty path")
@@ -538,6 +546,13 @@ class Config:
         "GRAPHICS", _choice(Graphics), Graphics.VNC,
         "display of the VM on the host's loopback address: vnc, spice or none",
         option="--graphics"))
+    appliance_vendor: str = field(metadata=setting(
+        "APPLIANCE_VENDOR", _label, "hostcreator",
+        "the vendor an exported appliance names (hostcreator export: the OVF ProductSection)"))
+    appliance_version: str = field(metadata=setting(
+        "APPLIANCE_VERSION", _label, "1.0",
+        "the version an exported appliance names (hostcreator export: the OVF "
+        "ProductSection)"))
     # Not settings: the file read, and where each value came from (KEY -> Origin).
     source: Path | None = field(default=None, compare=False)
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -71,10 +71,24 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _pieces(stream: IO[bytes]) -> Iterator[bytes]:
+    """What a progress meter writes: pieces ended by a carriage return or a newline."""
+    rest = b""
+    while chunk := stream.read1(4096):  # type: ignore[attr-defined]
+        *done, rest = (rest + chunk).replace(b"\r", b"\n").split(b"\n")
+        yield from (piece for piece in done if piece.strip())
+    if rest.strip():
+        yield rest
+
+
 def _pump(stream: IO[bytes], name: str, keep: list[str] | None, tail: deque[str],
-          own: deque[str]) -> None:
-    for raw in iter(stream.readline, b""):
+          own: deque[str], progress: Callable[[str], None] | None = None) -> None:
+    pieces = _pieces(stream) if progress is not None else iter(stream.readline, b"")
+    for raw in pieces:
         line = raw.decode("utf-8", "replace").rstrip("\n")
+        if progress is not None:
+            progress(line)
+            continue
         if keep is not None:
             keep.append(line)
         else:
@@ -118,11 +132,13 @@ def run(
     cwd: Path | None = None,
     what: str | None = None,
     secret_input: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Result:
     """Run ARGV; see the module documentation. With capture, stdout is returned, not logged.
 
     With secret_input, nothing about the input is logged (it is never logged anyway,
-    but the flag documents the call site).
+    but the flag documents the call site). With PROGRESS, each piece of stdout (a
+    progress meter ends them by carriage returns) goes to it instead of the log.
     """
     args = [os.fspath(a) for a in argv]
     logger.debug("+ %s%s", shlex.join(args), "  (stdin: secret)" if secret_input else "")
@@ -146,8 +162,8 @@ def run(
     out: list[str] | None = [] if capture else None
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, "out", out, tail, out_tail),
-                         daemon=True),
+        threading.Thread(target=_pump, args=(proc.stdout, "out", out, tail, out_tail,
+                                             progress), daemon=True),
         threading.Thread(target=_pump, args=(proc.stderr, "err", None, tail, err_tail),
                          daemon=True),
     ]

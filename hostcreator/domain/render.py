@@ -40,6 +40,11 @@ _templates = jinja2.Environment(
 )
 
 
+def template(name: str) -> jinja2.Template:
+    """One of templates/ (the domain XML, the OVF descriptor of an export)."""
+    return _templates.get_template(name)
+
+
 def random_mac() -> str:
     """A MAC address in the range QEMU/KVM guests use (52:54:00), chosen at random."""
     return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
@@ -129,7 +134,7 @@ def render(spec: DomainSpec, *, live: bool = False) -> str:
     """The domain XML: the persistent definition, or with LIVE the first boot's one."""
     if live and spec.live_iso is None:
         raise ValueError("a live configuration needs a live ISO")
-    return _templates.get_template("domain.xml.j2").render(
+    return template("domain.xml.j2").render(
         spec=spec,
         disks=spec.disks(live),
         nic=spec.nic,
