@@ -36,6 +36,7 @@ BOOT_TEST = ("hostcreator", "boot-test")
 REMOVE = ("hostcreator", "remove")
 LIST = ("hostcreator", "list")
 CLONE = ("hostcreator", "clone")
+EXPORT = ("hostcreator", "export")
 
 
 def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
@@ -352,6 +353,36 @@ ROWS = [
     row(CLONE, ["web1", "web2"], "web2 is known already: its build journal "
         "{tmp}/journal/web2.json says it was built",
         setup="hand-disk+finished-journal+web2-journal", id="clone-name-journal"),
+    # --- hostcreator export NAME --format F --output PATH (issue 19) ---
+    row(EXPORT, ["Bad_Name", "--format", "qcow2"], "'Bad_Name' is not a valid host name",
+        id="export-name"),
+    row(EXPORT, ["web1"], "Missing option '--format'", hint="`hostcreator export -h` shows "
+        "how to call it", id="export-usage"),
+    row(EXPORT, ["web1", "--format", "vdi", "--output", "{tmp}/out"],
+        "--format 'vdi' is not one of qcow2 | vmdk | ova | raw", id="export-format"),
+    row(EXPORT, ["web1", "--format", "ova", "--set", "STORAGE=lvm", "--set", "VG_NAME=vg0"],
+        "export with STORAGE=lvm is not there yet", hint="STORAGE=file exports image files",
+        id="export-lvm"),
+    row(EXPORT, ["web1", "--format", "qcow2", "--output", "{tmp}"], "web1 has no disk: image "
+        "file {tmp}/images/web1-disk01.img does not exist", id="export-no-disk"),
+    row(EXPORT, ["web1", "--format", "qcow2", "--output", "{tmp}"], "web1 was not built by "
+        "hostcreator: it has no build journal", hint="export seals VMs that create-debian or "
+        "create-ubuntu built", setup="hand-disk", id="export-no-journal"),
+    row(EXPORT, ["web1", "--format", "raw", "--output", "{tmp}"], "the build of web1 failed "
+        "before its first stage", code=6, setup="hand-disk+failed-journal",
+        id="export-unfinished"),
+    row(EXPORT, ["web1", "--format", "qcow2", "--output", "{tmp}/nope/web1.qcow2"],
+        "--output: the directory {tmp}/nope does not exist",
+        setup="hand-disk+finished-journal", id="export-output-dir"),
+    row(EXPORT, ["web1", "--format", "qcow2", "--output", "{tmp}/file"],
+        "--output: {tmp}/file exists", hint="--force replaces it",
+        setup="hand-disk+finished-journal+file", id="export-output-exists"),
+    row(EXPORT, ["web1", "--format", "raw", "--output", "{tmp}/images/web2-disk01.img",
+                 "--force"], "--output: {tmp}/images/web2-disk01.img is where a VM's disk "
+        "lives (IMAGE_DIR)", setup="hand-disk+finished-journal", id="export-output-vm-disk"),
+    row(EXPORT, ["web1", "--format", "vmdk", "--output", "{tmp}"],
+        "web1 is mounted at /mnt/hctest-web1 (mount-vm)", code=3,
+        setup="hand-disk+finished-journal+mount-state", id="export-mounted"),
     # --- hostcreator boot-test, config, status, cache ---
     row(BOOT_TEST, ["../x"], "'../x' is not a valid host name", id="boot-name"),
     row(BOOT_TEST, ["web1", "--accel", "xen"], "--accel 'xen' is not tcg or kvm",
@@ -516,7 +547,7 @@ def test_the_table_covers_every_command():
                         "umount-vm", "hostcreator boot-test", "hostcreator config",
                         "hostcreator status", "hostcreator cache list",
                         "hostcreator cache prune", "hostcreator list", "hostcreator remove",
-                        "hostcreator clone"}
+                        "hostcreator clone", "hostcreator export"}
     assert len(ROWS) >= 24
 
 

@@ -59,6 +59,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "list": vm.list_vms,
     "remove": vm.remove_vm,
     "clone": vm.clone_vm,
+    "export": vm.export_vm,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name)(_function)

@@ -13,7 +13,7 @@ from hostcreator.cli.common import Common, command, print_table
 from hostcreator.config import Config
 from hostcreator.errors import InvalidInput
 from hostcreator.log import logger
-from hostcreator.vm import boottest, clone, inventory, kvm, remove
+from hostcreator.vm import boottest, clone, export, inventory, kvm, remove
 from hostcreator.vm import mount as vmmount
 
 VmName = Annotated[str, typer.Argument(metavar="NAME", help="name of the VM")]
@@ -229,3 +229,26 @@ def clone_vm(
     common.emit(summary)
     if not common.json:
         typer.echo(summary["disk"])
+
+
+@command("export", reports=True,
+         undone="the partial output and the sealed copy were removed; NAME's disk is unchanged")
+def export_vm(
+    common: Common,
+    name: VmName,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                     help="qcow2 (compressed), vmdk (streamOptimized), ova "
+                                          "(OVF descriptor, manifest, VMDK) or raw (sparse)")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="PATH",
+                                                help="the file to write, or a directory for "
+                                                     "NAME.FORMAT (default: NAME.FORMAT here)")
+                      ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace PATH if it exists")] = False,
+) -> None:
+    """NAME as a sealed appliance that other hypervisors import: a copy of its disk without
+    NAME's identity (machine-id, SSH host keys, seeds, leases, logs, root's password),
+    converted. NAME's disk is never written."""
+    summary = export.export(common.config(), name, fmt, output, force)
+    common.emit(summary)
+    if not common.json:
+        typer.echo(summary["path"])

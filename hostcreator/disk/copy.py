@@ -14,7 +14,6 @@ VM's disk, and the temporary one is removed by the undo registered on the stack.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -158,8 +157,9 @@ def publish_file(temporary: Path, target: Path, replace: bool = False) -> None:
 
 def remove(path: Path) -> None:
     """A teardown step: logs and goes on."""
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            path.unlink()
-        except OSError as exc:
-            logger.warning("warning: could not remove %s: %s", path, exc.strerror)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("warning: could not remove %s: %s", path, exc.strerror)
