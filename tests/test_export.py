@@ -10,12 +10,11 @@ import json
 import os
 import re
 import subprocess
-import tarfile
-import xml.etree.ElementTree as ET
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from appliance import check_ova, create_type, extent_file, read_vmdk
 from conftest import (
     NOWHERE,
     TEST_SSH_KEY,
@@ -32,7 +31,6 @@ from hostcreator.host import loopdev, mounts
 
 pytestmark = pytest.mark.root
 
-OVF = "{http://schemas.dmtf.org/ovf/envelope/1}"
 ROOT_HASH = "$y$j9T$hctestsalt$hctesthashhctesthashhctesthashhctesthash"
 # Beside gold.TRACES, what an appliance must not tell: logins, system logs, root's password.
 SEALED = ("var/log/wtmp", "var/log/btmp", "var/log/lastlog", "var/log/syslog",
@@ -95,28 +93,6 @@ def assert_nothing_left(env, image: Path, out: Path, kept: set[str]) -> None:
         (env.state_dir / "build").iterdir())
 
 
-def check_ova(path: Path, name: str, work: Path) -> Path:
-    """The OVA's members in order, in ustar, its manifest and descriptor agreeing with the
-    files; returns the VMDK, extracted into WORK."""
-    with open(path, "rb") as f:
-        assert f.read(512)[257:265] == b"ustar\x0000"
-    with tarfile.open(path) as tar:
-        members = tar.getmembers()
-        names = [m.name for m in members]
-        assert names == [f"{name}.ovf", f"{name}.mf", f"{name}-disk1.vmdk"]
-        tar.extractall(work, filter="data")
-    manifest = (work / f"{name}.mf").read_text().splitlines()
-    assert manifest == [f"SHA256({n})= {sha256(work / n)}" for n in (names[0], names[2])]
-    envelope = ET.parse(work / names[0]).getroot()
-    (file,) = envelope.iter(f"{OVF}File")
-    assert file.get(f"{OVF}href") == names[2]
-    assert int(file.get(f"{OVF}size")) == (work / names[2]).stat().st_size
-    (disk,) = envelope.iter(f"{OVF}Disk")
-    vmdk = work / names[2]
-    assert int(disk.get(f"{OVF}capacity")) == qemu_info(vmdk)["virtual-size"]
-    return vmdk
-
-
 @pytest.mark.parametrize("fmt", ["qcow2", "vmdk", "ova", "raw"])
 def test_export_is_sealed_and_the_source_unchanged(testenv, gold, fmt):
     name, image, out = gold
@@ -137,11 +113,14 @@ def test_export_is_sealed_and_the_source_unchanged(testenv, gold, fmt):
 
     disk, disk_format = path, {"ova": "vmdk"}.get(fmt, fmt)
     if fmt == "ova":
-        disk = check_ova(path, name, testenv.base / "ova")
+        _envelope, disk = check_ova(path, name, testenv.base / "ova")
     info = qemu_info(disk)
     assert (info["format"], info["virtual-size"]) == (disk_format, image.stat().st_size)
     if disk_format == "vmdk":
         assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
+        vmdk = read_vmdk(disk)
+        assert (create_type(vmdk), extent_file(vmdk)) == ("streamOptimized", disk.name)
+        assert vmdk.capacity == image.stat().st_size and vmdk.compressed
     if fmt == "qcow2":
         assert info["format-specific"]["data"]["compression-type"] == "zlib"
     if fmt == "raw":  # sparse: not every block of the image is there

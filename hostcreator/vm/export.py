@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,9 @@ def export(config: Config, name: str, fmt: str, output: Path | None = None,
         # Asked again under the lock: a mount-vm or a QEMU may have come meanwhile.
         check_use(job, ask_libvirt=False)
         clone.remove_stale_copies(job.disk, KIND)
-        clone.remove_stale_copies(job.output, KIND)
+        for left in copy.stale(job.output, KIND):
+            _remove_tree(left)
+            logger.info("removed %s, left by an export that was killed", left)
         return make(job)
 
 
@@ -214,14 +217,18 @@ def make(job: Export) -> dict[str, Any]:
             attached.callback(_remove_dir, job.paths.build_root)
             password_removed = identity.seal(attached, copied.temporary, job.paths.build_root)
         inuse.wait_released(copied.temporary, hint="the copy is removed once it is free")
-        temporary = copy.temporary_name(job.output, kind=KIND)
-        stack.callback(copy.remove, temporary)
+        # The output's files are made in a hidden directory beside it, under the names
+        # they will have (a VMDK's own descriptor names its file).
+        work = copy.temporary_name(job.output, kind=KIND)
+        work.mkdir(mode=0o700)
+        stack.callback(_remove_tree, work)
+        temporary = work / job.output.name
         with progress.stage(f"convert to {DISK_FORMATS[job.format]}"):
-            written = convert(job, stack, copied, temporary)
+            written = convert(job, copied, temporary)
             progress.note(size_text(written))
         if job.format is Format.OVA:
             with progress.stage("package the OVA"):
-                pack(job, stack, copied, temporary)
+                pack(job, copied, temporary)
         with progress.stage("finish"):
             faults.point("export:before:publish")
             digest = ovf.sha256_of(temporary)
@@ -244,15 +251,24 @@ def _remove_dir(path: Path) -> None:
         path.rmdir()
 
 
-def convert(job: Export, stack: ExitStack, copied: copy.Copied, temporary: Path) -> int:
+def _remove_tree(path: Path) -> None:
+    """A teardown step: logs and goes on."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("warning: could not remove %s: %s", path, exc.strerror)
+
+
+def convert(job: Export, copied: copy.Copied, temporary: Path) -> int:
     """The sealed copy in the export's format at TEMPORARY (an OVA's VMDK beside it);
     returns the bytes written."""
     if job.format is Format.RAW and same_file_system(copied.temporary, temporary):
         # The sealed copy is a sparse raw image already: it only changes its name.
         os.rename(copied.temporary, temporary)
         return copy.allocated_bytes(temporary)
-    target = disk_of(job.output) if job.format is Format.OVA else temporary
-    stack.callback(copy.remove, target)
+    target = disk_of(temporary, job.name) if job.format is Format.OVA else temporary
     image.convert(copied.temporary, target, job.format, progress=Meter())
     return target.stat().st_size
 
@@ -261,9 +277,9 @@ def same_file_system(a: Path, b: Path) -> bool:
     return os.stat(a).st_dev == os.stat(b.parent).st_dev
 
 
-def disk_of(output: Path) -> Path:
-    """Where an OVA's VMDK is written before it is packed: beside the package, hidden."""
-    return copy.temporary_name(output, kind=f"{KIND}-vmdk")
+def disk_of(temporary: Path, name: str) -> Path:
+    """Where an OVA's VMDK is written before it is packed: beside the package."""
+    return temporary.with_name(ovf.disk_file_of(name))
 
 
 def appliance(job: Export, copied: copy.Copied, vmdk: Path) -> ovf.Appliance:
@@ -276,9 +292,9 @@ def appliance(job: Export, copied: copy.Copied, vmdk: Path) -> ovf.Appliance:
         efi=job.efi)
 
 
-def pack(job: Export, stack: ExitStack, copied: copy.Copied, temporary: Path) -> None:
+def pack(job: Export, copied: copy.Copied, temporary: Path) -> None:
     """The OVA at TEMPORARY: descriptor, manifest, VMDK, in this order."""
-    vmdk = disk_of(job.output)
+    vmdk = disk_of(temporary, job.name)
     described = appliance(job, copied, vmdk)
     descriptor = ovf.descriptor(described).encode()
     manifest = ovf.manifest([(described.descriptor_file, ovf.sha256_bytes(descriptor)),
