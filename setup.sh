@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 PACKAGES="
     debootstrap debian-archive-keyring gpgv gnupg rsync mmdebstrap eatmydata dpkg-dev zstd
     util-linux mount e2fsprogs parted
-    qemu-system-x86 qemu-utils ovmf
+    qemu-system-x86 qemu-utils ovmf libvmdk-utils
     libvirt-daemon-system libvirt-clients libxml2-utils
     xorriso
     python3 python3-venv python3-dev gcc pkg-config libparted-dev libvirt-dev

@@ -160,6 +160,13 @@ def test_refusals_and_force(testenv, gold):
         run_cli("umount-vm", name, "--config", str(testenv.config), timeout=60)
     assert_nothing_left(testenv, image, out, {target.name})
 
+    with ExitStack() as stack:  # on a loop device (as a build or a user left it)
+        loop = loopdev.attach(stack, image, read_only=True)
+        result = export(testenv, name, "--format", "qcow2", "--output", str(out))
+        assert result.returncode == 3, result.stderr
+        assert f"is in use by {loop}" in result.stderr
+    assert_nothing_left(testenv, image, out, {target.name})
+
     result = export(testenv, name, "--format", "qcow2", "--output", str(target), "--force")
     assert result.returncode == 0, result.stderr
     assert qemu_info(target)["format"] == "qcow2"
