@@ -104,6 +104,9 @@ def test_export_is_sealed_and_the_source_unchanged(testenv, gold, fmt):
     assert summary["path"] == str(path) and summary["format"] == fmt
     assert (summary["size"], summary["sha256"]) == (path.stat().st_size, sha256(path))
     assert summary["root_password_removed"] is True
+    stages = [title.split(" (")[0] for title, _seconds in summary["timings"]]
+    assert stages[:2] == [f"copy {name}'s disk", "seal the copy"] and stages[-1] == "finish"
+    assert summary["allocated"] == path.stat().st_blocks * 512 > 0
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert all("libvirt" in line for line in warnings), result.stderr
     assert "    100%" in result.stderr or fmt == "raw", result.stderr

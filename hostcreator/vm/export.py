@@ -309,9 +309,11 @@ def summary(job: Export, copied: copy.Copied, size: int, digest: str,
             password_removed: bool, progress: Progress) -> dict[str, Any]:
     return {
         "name": job.name, "format": str(job.format), "path": str(job.output), "size": size,
+        "allocated": copy.allocated_bytes(job.output),
         "sha256": digest, "disk": str(job.disk), "disk_size": copied.size,
         "disk_allocated": copied.allocated, "method": str(copied.method),
         "efi": job.efi, "root_password_removed": password_removed,
-        "timings": {title: round(seconds, 2) for title, seconds in progress.timings},
+        # In the order the stages ran (a JSON object's keys would be sorted).
+        "timings": [[title, round(seconds, 2)] for title, seconds in progress.timings],
         "log": str(job.paths.log),
     }
