@@ -4,6 +4,7 @@ a root tree, and the refusals decided before anything is written."""
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 import tarfile
@@ -274,7 +275,11 @@ def test_the_output_path(tmp_path, monkeypatch):
 
 def job(testenv, output: Path, fmt: Format = Format.QCOW2, force: bool = False
         ) -> export.Export:
-    record = Journal("web1", "debian", "trixie", testenv.image("web1"), done=list(Stage),
+    disk = testenv.image("web1")
+    if not disk.exists():
+        disk.parent.mkdir(exist_ok=True)
+        disk.write_bytes(b"\x01" * (1 << 20))
+    record = Journal("web1", "debian", "trixie", disk, done=list(Stage),
                      status=Status.FINISHED)
     return export.Export(testenv.load(), "web1", fmt, output, force, record)
 
@@ -292,7 +297,6 @@ def test_an_existing_output_is_refused_without_force(testenv, tmp_path):
 
 
 def test_a_vms_disk_is_never_an_output(testenv):
-    testenv.image_dir.mkdir()
     for force in (False, True):
         with pytest.raises(InvalidInput, match="where a VM's disk lives"):
             export.check_output(job(testenv, testenv.image("other"), force=force))
@@ -304,7 +308,6 @@ def test_an_output_in_a_missing_directory_is_refused(testenv, tmp_path):
 
 
 def test_the_room_needed_is_estimated_from_the_space_used(testenv, tmp_path, monkeypatch):
-    testenv.image_dir.mkdir()
     used = 3 * GIB
     same = job(testenv, tmp_path / "x.ova", Format.OVA)
     # tmp_path and IMAGE_DIR (below it) share a file system: the copy and the output add up.
@@ -313,9 +316,6 @@ def test_the_room_needed_is_estimated_from_the_space_used(testenv, tmp_path, mon
         testenv.image_dir: used}
     assert export.needed_bytes(job(testenv, tmp_path / "x.qcow2"), used) == {
         testenv.image_dir: used * 2}
-    image_file = testenv.image("web1")
-    with open(image_file, "wb") as f:
-        f.write(b"\x01" * (1 << 20))
     monkeypatch.setattr(export.places, "free_bytes", lambda path: 1 << 20)
     with pytest.raises(InvalidInput, match=r"the export of web1 as qcow2 \(its disk uses "
                                            r"0\.0 GiB\) needs 0\.0 GiB, 0\.0 GiB are free"):
@@ -335,3 +335,13 @@ def test_the_firmware_follows_the_build(testenv, tmp_path):
 
 def test_an_ova_has_one_stage_more():
     assert (export.stages(Format.OVA), export.stages(Format.QCOW2)) == (5, 4)
+
+
+def test_an_output_larger_than_its_file_system_allows_is_refused(testenv, tmp_path,
+                                                                 monkeypatch):
+    # vfat, say, holds no file of 4 GiB or more: the file system's own answer is faked.
+    monkeypatch.setattr(export.places, "probe", lambda directory, size=0: OSError(
+        errno.EFBIG, "File too large") if size else None)
+    with pytest.raises(InvalidInput, match="more than a file on the file system") as exc:
+        export.check_output(job(testenv, tmp_path / "x.raw", Format.RAW))
+    assert exc.value.hint.startswith("--output on another file system")

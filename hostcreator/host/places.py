@@ -77,7 +77,9 @@ def check_directory(path: Path, where: str) -> None:
                        hint="set it to a directory on a writable file system")
 
 
-def check_file_size(path: Path, size: int, what: str) -> None:
+def check_file_size(path: Path, size: int, what: str,
+                    hint: str = "choose a smaller SIZE, or IMAGE_DIR on another file system"
+                    ) -> None:
     """A file of SIZE bytes fits the file system PATH will be on (its maximum file size)."""
     if size > MAX_FILE_SIZE:
         raise InvalidInput(f"{what}: {size / 2**30:.0f} GiB are more than any file can have")
@@ -86,7 +88,7 @@ def check_file_size(path: Path, size: int, what: str) -> None:
     if failed is not None and failed.errno == errno.EFBIG:
         raise InvalidInput(f"{what}: {size / 2**30:.0f} GiB are more than a file on the file "
                            f"system of {directory} can have ({failed.strerror})",
-                           hint="choose a smaller SIZE, or IMAGE_DIR on another file system")
+                           hint=hint)
     if failed is not None:
         raise InvalidInput(f"{what}: no file can be made in {directory} ({failed.strerror})")
 

@@ -131,6 +131,12 @@ def check_output(job: Export) -> None:
             raise InvalidInput(f"--output: {target} is {job.name}'s disk",
                                hint="an export never replaces a VM's disk: name another file")
     places.check_directory(target.parent, "--output")
+    # A sparse raw image is as large as the disk; the others hold what it uses, at most.
+    largest = (job.disk.stat().st_size if job.format is Format.RAW
+               else copy.allocated_bytes(job.disk))
+    places.check_file_size(target, largest, f"--output: {target}",
+                           hint="--output on another file system (ext4, XFS), or "
+                                "another format")
 
 
 def needed_bytes(job: Export, used: int) -> dict[Path, int]:
