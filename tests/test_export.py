@@ -230,3 +230,22 @@ def test_sigterm_while_converting_leaves_nothing(testenv, gold):
     assert all(re.fullmatch(rf"\.{name}\.qcow2\.export-\d+", n) for n in listed[0]), listed
     assert_nothing_left(testenv, image, out, set())
     assert sha256(image) == before
+
+
+def test_what_a_killed_export_left_is_removed_by_the_next(testenv, gold):
+    name, image, out = gold
+    # PID 4194304 is above any pid_max: that process is gone.
+    copy_left = image.with_name(f".{image.name}.export-4194304")
+    copy_left.write_bytes(b"half a copy")
+    work_left = out / f".{name}.qcow2.export-4194304"
+    work_left.mkdir()
+    (work_left / f"{name}.qcow2").write_bytes(b"half an image")
+    with ExitStack() as stack:
+        loopdev.attach(stack, copy_left)
+        stack.pop_all()  # as SIGKILL leaves it: still attached
+    result = export(testenv, name, "--format", "qcow2", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"removed {copy_left}, left by an export that was killed" in result.stderr
+    assert f"removed {work_left}, left by an export that was killed" in result.stderr
+    assert loopdev.loop_devices_of(copy_left) == []
+    assert_nothing_left(testenv, image, out, {f"{name}.qcow2"})
