@@ -25,7 +25,7 @@ from conftest import (
     terminate_when,
     unique_name,
 )
-from gold import MACHINE_ID, TRACES, attached, make_gold
+from gold import MACHINE_ID, TRACES, attached, make_gold, uuid_of
 
 from hostcreator.host import loopdev, mounts
 
@@ -249,3 +249,32 @@ def test_what_a_killed_export_left_is_removed_by_the_next(testenv, gold):
     assert f"removed {work_left}, left by an export that was killed" in result.stderr
     assert loopdev.loop_devices_of(copy_left) == []
     assert_nothing_left(testenv, image, out, {f"{name}.qcow2"})
+
+
+MARKER = b"hctest-what-the-vm-once-held-"
+
+
+def test_the_swap_and_the_freed_blocks_are_discarded(testenv, gold):
+    """Pages in the swap and a file NAME deleted stay on its disk; not in its export."""
+    name, image, out = gold
+    with ExitStack() as stack:
+        nodes = attached(stack, image)
+        with open(nodes.swap, "r+b") as swap:
+            swap.seek(64 << 10)
+            swap.write(MARKER * 1000)
+        root = mounts.mount(stack, nodes.root, testenv.base / "r", fstype="ext4")
+        secret = root / "root" / "deleted"
+        secret.parent.mkdir(exist_ok=True)
+        secret.write_bytes(MARKER * 100_000)
+        os.sync()
+        secret.unlink()
+    (testenv.base / "r").rmdir()
+    assert MARKER in image.read_bytes()
+    result = export(testenv, name, "--format", "raw", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    raw = out / f"{name}.raw"
+    assert MARKER not in raw.read_bytes()
+    with ExitStack() as stack:
+        nodes = attached(stack, raw, read_only=True)
+        original = attached(stack, image, read_only=True)
+        assert uuid_of(nodes.swap) == uuid_of(original.swap)  # fstab still finds it
