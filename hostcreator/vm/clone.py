@@ -193,7 +193,7 @@ def make(job: Clone) -> dict[str, Any]:
             progress.note(str(copied.method))
         # As a build's: nobody sees the copy's root mounted, and a domain libvirt starts
         # meanwhile gets no copy of the mount.
-        mounts.private_namespace()
+        mounts.private_namespace(keep=[*job.config.paths(), job.source_disk, job.disk])
         with progress.stage(f"identity of {job.name}"), ExitStack() as attached:
             # Undone last, once nothing is mounted on it any more.
             attached.callback(_remove_dir, job.paths.build_root)

@@ -218,7 +218,7 @@ def make(job: Export) -> dict[str, Any]:
             copied = copy.copy(stack, job.disk, job.disk, kind=KIND)
             progress.note(str(copied.method))
         # As a build's: nobody sees the copy's root mounted.
-        mounts.private_namespace()
+        mounts.private_namespace(keep=[*job.config.paths(), job.disk, job.output])
         with progress.stage("seal the copy"), ExitStack() as attached:
             attached.callback(_remove_dir, job.paths.build_root)
             password_removed = identity.seal(attached, copied.temporary, job.paths.build_root)
