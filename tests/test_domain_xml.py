@@ -16,7 +16,7 @@ from conftest import DATA
 
 from hostcreator import config
 from hostcreator.config import Graphics, NetworkType, VirtType
-from hostcreator.domain import choose
+from hostcreator.domain import choose, ovf
 from hostcreator.domain import render as domain
 from hostcreator.errors import HostCreatorError
 
@@ -155,12 +155,20 @@ def test_live_configuration_boots_the_iso_first_and_is_otherwise_the_same_domain
         assert ET.tostring(live.find(path)) == ET.tostring(persistent.find(path)), path
 
 
+# The templates rendered whole, each by its module; every other one is a part of the domain.
+TOP_TEMPLATES = {"domain.xml.j2": domain, "appliance.ovf.j2": ovf}
+
+
 def test_every_template_part_is_used():
     templates = Path(domain.__file__).parent / "templates"
     main = (templates / "domain.xml.j2").read_text()
     for part in templates.rglob("*.j2"):
         name = part.relative_to(templates).as_posix()
-        assert name == "domain.xml.j2" or f"'{name}'" in main, f"{name} is never included"
+        if name in TOP_TEMPLATES:
+            source = Path(TOP_TEMPLATES[name].__file__).read_text()
+            assert f'"{name}"' in source, f"{name} is never rendered"
+        else:
+            assert f"'{name}'" in main, f"{name} is never included"
 
 
 def test_values_are_escaped():
