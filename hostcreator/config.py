@@ -192,14 +192,17 @@ def _locale(value: str) -> str:
     return value
 
 
-# An LVM name: what lvm(8) accepts for a volume group.
+# An LVM name: what lvm(8) accepts for a volume group or logical volume.
 VG_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]*")
 
 
-def _vg_name(value: str) -> str | None:
-    if value and (not VG_NAME.fullmatch(value) or value in (".", "..")):
-        raise ValueError(f"{value!r} is not a volume group name (letters, digits, + _ . -)")
-    return value or None
+def _lvm_name(what: str) -> Callable[[str], str | None]:
+    def parse(value: str) -> str | None:
+        if value and (not VG_NAME.fullmatch(value) or value in (".", "..")):
+            raise ValueError(f"{value!r} is not {what} (letters, digits, + _ . -)")
+        return value or None
+
+    return parse
 
 
 # Debian policy's package names.
@@ -416,8 +419,11 @@ class Config:
         "where VM disks live: lvm or file (default: lvm when VG_NAME is set, else file)",
         option="--storage"))
     vg_name: str | None = field(metadata=setting(
-        "VG_NAME", _vg_name, None, "LVM volume group for the disks <NAME>-disk01",
-        option="--vg"))
+        "VG_NAME", _lvm_name("a volume group name"), None,
+        "LVM volume group for the disks <NAME>-disk01", option="--vg"))
+    thin_pool: str | None = field(metadata=setting(
+        "THIN_POOL", _lvm_name("a logical volume name"), None,
+        "thin pool in VG_NAME for new disks (thin volumes; default: linear volumes)"))
     size: int = field(metadata=setting(
         "SIZE", _positive_int, 8, "disk size in GiB for a new disk", option="--size"))
     image_dir: Path = field(metadata=setting(

@@ -149,6 +149,8 @@ ROWS = [
         id="lvm-no-vg"),
     row(CREATE_DEBIAN, ["web1", "--vg", "vg/../x"],
         "VG_NAME: 'vg/../x' is not a volume group name", id="vg-name"),
+    row(CREATE_DEBIAN, ["web1", "--vg", "vg0", "--set", "THIN_POOL=a/b"],
+        "THIN_POOL: 'a/b' is not a logical volume name", id="thin-pool-name"),
     row(CREATE_DEBIAN, ["web1"], "{conf}:{line}: TIMEZONE: unknown time zone 'Mars/Base'",
         conf="TIMEZONE=Mars/Base", id="timezone"),
     row(CREATE_DEBIAN, ["web1", "--set", "TIMEZONE=../../etc/passwd"],
@@ -581,10 +583,44 @@ def test_the_free_extents_of_the_volume_group_bound_size(monkeypatch):
         volume.check_room(12 * storage.GIB, "--size: SIZE")
     assert exc.value.message == "--size: SIZE: 12 GiB do not fit in volume group vg0: 10.0 GiB " \
         "are free"
-    assert exc.value.hint == "choose a smaller SIZE, or extend the volume group"
+    assert exc.value.hint == "choose a smaller SIZE, extend the volume group, or set THIN_POOL"
     assert ["vgs", "--noheadings", "--nosuffix", "--units", "b", "-o", "vg_free",
             "vg0"] in calls
     assert storage.parse_vg_free("  1073741824\n") == storage.GIB
+
+
+@pytest.mark.parametrize(("pool_attr", "refused"), [
+    ("  twi-a-tz--\n", False),  # a thin pool
+    ("  -wi-a-----\n", True),   # a linear LV of that name
+    (None, True),               # no LV of that name
+])
+def test_a_thin_volume_needs_its_pool_not_the_free_extents(monkeypatch, pool_attr, refused):
+    # A thin volume may be bigger than the VG's free space (the pool fills as the VM
+    # writes), but the pool must be one; lvs's answers are faked, the argv asserted.
+    calls = []
+
+    def lvm(argv, **_kwargs):
+        calls.append(list(argv))
+        if argv[:4] == ["lvs", "--noheadings", "-o", "lv_attr"]:
+            if pool_attr is None:
+                return run_module.Result(list(argv), 5, "", [])
+            return run_module.Result(list(argv), 0, pool_attr, [])
+        if argv[0] == "vgs":
+            return run_module.Result(list(argv), 0, f"  {storage.GIB}\n", [])
+        return run_module.Result(list(argv), 0, "", [])  # lvs: no LV of that name yet
+
+    monkeypatch.setattr(storage, "run", lvm)
+    volume = storage.LvmStorage("vg0", "web1-disk01", "pool")
+    if refused:
+        with pytest.raises(InvalidInput) as exc:
+            volume.check_room(100 * storage.GIB, "--size: SIZE")
+        assert exc.value.message == "THIN_POOL: volume group vg0 has no thin pool 'pool'"
+        assert exc.value.hint == ("check THIN_POOL, or make the pool: lvcreate --type "
+                                  "thin-pool -L SIZE -n pool vg0")
+    else:
+        volume.check_room(100 * storage.GIB, "--size: SIZE")
+    assert ["lvs", "--noheadings", "-o", "lv_attr", "vg0/pool"] in calls
+    assert not any(argv[0] == "vgs" for argv in calls)
 
 
 def test_an_image_larger_than_the_free_space_is_warned_about(testenv):

@@ -52,6 +52,10 @@ def test_lvcreate_command():
     assert storage.lvcreate_command("vg0", "web1-disk01", 16) == [
         "lvcreate", "--yes", "--wipesignatures", "y", "-n", "web1-disk01", "-L", "16g", "vg0"
     ]
+    assert storage.lvcreate_command("vg0", "web1-disk01", 16, "pool") == [
+        "lvcreate", "--yes", "--wipesignatures", "y", "-n", "web1-disk01", "-V", "16g",
+        "--thin", "vg0/pool",
+    ]
 
 
 @pytest.mark.unit
@@ -61,6 +65,9 @@ def test_backend_choice_and_names(tmp_path):
     assert isinstance(lvm, storage.LvmStorage)
     assert lvm.path == Path("/dev/vg0/web1-disk01")
     assert lvm.describe() == "logical volume vg0/web1-disk01"
+    assert lvm.thin_pool is None
+    thin = storage.for_vm(base.replace(vg_name="vg0", thin_pool="pool"), "web1")
+    assert isinstance(thin, storage.LvmStorage) and thin.thin_pool == "pool"
     file = storage.for_vm(base.replace(image_dir=tmp_path), "web1")
     assert isinstance(file, storage.FileStorage)
     assert file.path == tmp_path / "web1-disk01.img"

@@ -133,8 +133,20 @@ def parse_vg_free(output: str) -> int:
         raise HostCreatorError(f"cannot parse vgs output: {output.strip()!r}") from None
 
 
-def lvcreate_command(vg: str, lv: str, size_gib: int) -> list[str]:
-    return ["lvcreate", "--yes", "--wipesignatures", "y", "-n", lv, "-L", f"{size_gib}g", vg]
+def lv_attr_command(vg: str, lv: str) -> list[str]:
+    return ["lvs", "--noheadings", "-o", "lv_attr", f"{vg}/{lv}"]
+
+
+def is_thin_pool(lv_attr: str) -> bool:
+    """lv_attr's first letter (lvs(8)): t for a thin pool."""
+    return lv_attr.strip().startswith("t")
+
+
+def lvcreate_command(vg: str, lv: str, size_gib: int, thin_pool: str | None = None) -> list[str]:
+    argv = ["lvcreate", "--yes", "--wipesignatures", "y", "-n", lv]
+    if thin_pool:
+        return [*argv, "-V", f"{size_gib}g", "--thin", f"{vg}/{thin_pool}"]
+    return [*argv, "-L", f"{size_gib}g", vg]
 
 
 def lvremove_command(vg: str, lv: str) -> list[str]:
@@ -143,10 +155,11 @@ def lvremove_command(vg: str, lv: str) -> list[str]:
 
 @dataclass
 class LvmStorage:
-    """A logical volume <NAME>-disk01 in VG_NAME."""
+    """A logical volume <NAME>-disk01 in VG_NAME, a thin volume when THIN_POOL is set."""
 
     vg: str
     lv: str
+    thin_pool: str | None = None
 
     @property
     def path(self) -> Path:
@@ -168,15 +181,33 @@ class LvmStorage:
             )
         return parse_vg_free(result.stdout)
 
+    def check_thin_pool(self) -> None:
+        """THIN_POOL names a thin pool of the volume group."""
+        assert self.thin_pool is not None
+        result = run(lv_attr_command(self.vg, self.thin_pool), check=False, capture=True)
+        if result.returncode != 0 or not is_thin_pool(result.stdout):
+            raise InvalidInput(
+                f"THIN_POOL: volume group {self.vg} has no thin pool {self.thin_pool!r}",
+                hint=f"check THIN_POOL, or make the pool: lvcreate --type thin-pool "
+                     f"-L SIZE -n {self.thin_pool} {self.vg}",
+            )
+
     def check_room(self, size: int, what: str) -> None:
-        """A new logical volume of SIZE bytes fits in the free extents of the volume group."""
+        """A new logical volume of SIZE bytes fits in the free extents of the volume group;
+        a new thin volume needs its pool, and may be bigger than the pool's free space
+        (that is what thin pools are for: they fill as the VMs write). An existing LV is
+        used where it is."""
         if self.exists():
+            return
+        if self.thin_pool:
+            self.check_thin_pool()
             return
         free = self.free()
         if size > free:
             raise InvalidInput(f"{what}: {size / GIB:.0f} GiB do not fit in volume group "
                                f"{self.vg}: {free / GIB:.1f} GiB are free",
-                               hint="choose a smaller SIZE, or extend the volume group")
+                               hint="choose a smaller SIZE, extend the volume group, "
+                                    "or set THIN_POOL")
 
     def _volume(self) -> LogicalVolume | None:
         result = run(lvs_command(self.vg), capture=True)
@@ -192,7 +223,7 @@ class LvmStorage:
         return volume.size
 
     def create(self, size_gib: int) -> None:
-        run(lvcreate_command(self.vg, self.lv, size_gib))
+        run(lvcreate_command(self.vg, self.lv, size_gib, self.thin_pool))
 
     def delete(self) -> None:
         run(lvremove_command(self.vg, self.lv))
@@ -202,7 +233,7 @@ def for_vm(config: Config, name: str) -> Storage:
     vm = VmPaths.of(config, name)
     if config.storage_kind is StorageKind.LVM:
         assert config.vg_name is not None
-        return LvmStorage(config.vg_name, disk_name(name))
+        return LvmStorage(config.vg_name, disk_name(name), config.thin_pool)
     return FileStorage(vm.image)
 
 
