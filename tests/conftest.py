@@ -39,6 +39,16 @@ TEST_SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHc3oF2N0m4x8ZzK1v2wQw8m2b6
                 " hctest@hostcreator")
 
 
+def with_shared_debs(path: Path) -> Path:
+    """PATH as a CACHE_DIR whose debs/ is the shared package cache."""
+    if not (path / "debs").is_symlink():
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "debs").symlink_to(CACHE_DIR / "debs")
+        if _is_root():
+            (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def unique_name(prefix: str = "hctest") -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
@@ -134,11 +144,8 @@ class TestEnv:
         """Write the configuration file (settings() with EXTRA); the hooks directory is
         made, and for builds the shared package cache linked."""
         self.hook_dir.mkdir(parents=True, exist_ok=True)
-        if self.shared_debs and not (self.cache_dir / "debs").is_symlink():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            (self.cache_dir / "debs").symlink_to(CACHE_DIR / "debs")
-            if _is_root():
-                (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+        if self.shared_debs:
+            with_shared_debs(self.cache_dir)
         self.config.write_text("".join(f"{k}={shlex.quote(v)}\n"
                                        for k, v in self.settings(**extra).items()))
         return self.config
@@ -276,7 +283,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # The tiers, lightest first; every test is in exactly one (the heaviest it needs: a
 # libvirt or e2e test runs as root too). pyproject.toml registers them.
-TIERS = ("unit", "root", "libvirt", "package", "e2e")
+TIERS = ("unit", "root", "libvirt", "package", "e2e", "lab")
 
 
 def tiers_of(item: pytest.Item) -> list[str]:
@@ -337,10 +344,7 @@ def testenv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CACHE_DIR (rootfs cache) shared by the tests that build many VMs: the first fills it."""
-    path = tmp_path_factory.mktemp("shared-cache")
-    (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
-    (path / "debs").symlink_to(CACHE_DIR / "debs")
-    return path
+    return with_shared_debs(tmp_path_factory.mktemp("shared-cache"))
 
 
 @dataclass
@@ -521,3 +525,21 @@ def debian_vm_report(debian_vm) -> dict[str, str]:
 
     console = debian_vm.env.log_dir / f"{debian_vm.name}.report.log"
     return boot_and_report(debian_vm.image, console)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    """The lab host (tests/lab.py), running, with the volume group hclab and its thin pool;
+    stopped and its images removed after the session, however it ends."""
+    if not _is_root():
+        pytest.skip("needs root")
+    from lab import Lab
+
+    host = Lab(tmp_path_factory.mktemp("lab"))
+    try:
+        host.build()
+        host.start()
+        host.make_vg()
+        yield host
+    finally:
+        host.destroy()

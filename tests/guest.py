@@ -40,9 +40,11 @@ def console_errors(console: str) -> list[str]:
     return [line.strip() for line in console.splitlines() if CONSOLE_ERRORS.search(line)]
 
 
-def boot_and_report(image: Path, console_log: Path, timeout: float = 600) -> dict[str, str]:
-    """The report, and the console's error lines (console_errors, |-separated)."""
-    boot = qemu.boot(image, console_log, until=REPORT_END, timeout=timeout)
+def boot_and_report(image: Path, console_log: Path, timeout: float = 600,
+                    part: qemu.Slice | None = None) -> dict[str, str]:
+    """The report, and the console's error lines (console_errors, |-separated); PART boots
+    a slice of IMAGE (an LV's extents in its PV's image)."""
+    boot = qemu.boot(image, console_log, until=REPORT_END, timeout=timeout, part=part)
     report = parse_report(boot.console)
     report["console_errors"] = "|".join(console_errors(boot.console))
     return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,28 @@ class Boot:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Slice:
+    """The bytes OFFSET to OFFSET+SIZE of a file: where an LV lies in its PV's image."""
+
+    offset: int
+    size: int
+
+
+def drive(disk: Path, part: Slice | None = None) -> str:
+    if part is None:
+        return f"file={disk},format=raw,if=virtio,cache=unsafe"
+    return (f"driver=raw,offset={part.offset},size={part.size},file.driver=file,"
+            f"file.filename={disk},if=virtio,cache=unsafe")
+
+
 def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int = 1024,
               snapshot: bool = True, ssh_port: int | None = None,
-              console_socket: Path | None = None) -> list[str]:
+              console_socket: Path | None = None, part: Slice | None = None,
+              extra_disks: Sequence[Path] = ()) -> list[str]:
     """QEMU's command line; SSH_PORT on the host's loopback forwards to the guest's port 22,
-    CONSOLE_SOCKET makes the serial console a socket to talk to (still logged)."""
+    CONSOLE_SOCKET makes the serial console a socket to talk to (still logged); PART boots
+    a slice of DISK; EXTRA_DISKS are further raw disks (vdb, vdc...), written to."""
     nic = "user,model=virtio-net-pci"
     if ssh_port is not None:
         # To the address QEMU's user network gives the guest (its DHCP's first lease).
@@ -53,7 +71,8 @@ def qemu_argv(disk: Path, console_log: Path, *, accel: str = "tcg", memory: int 
         "-accel", accel,
         "-m", str(memory),
         "-smp", str(EMULATED_VCPUS if accel == "tcg" else KVM_VCPUS),
-        "-drive", f"file={disk},format=raw,if=virtio,cache=unsafe",
+        "-drive", drive(disk, part),
+        *(arg for extra in extra_disks for arg in ("-drive", drive(extra))),
         "-nic", nic,
         "-display", "none",
         "-monitor", "none",
@@ -87,11 +106,13 @@ class Process(Guest):
 
 
 def boot(disk: Path, console_log: Path, *, until: re.Pattern[bytes] = LOGIN_PROMPT,
-         timeout: float = 600, accel: str = "tcg", snapshot: bool = True) -> Boot:
-    """Boot DISK until its serial console shows UNTIL; the console text is returned."""
+         timeout: float = 600, accel: str = "tcg", snapshot: bool = True,
+         part: Slice | None = None) -> Boot:
+    """Boot DISK (or the PART of it) until its serial console shows UNTIL; the console
+    text is returned."""
     console_log.parent.mkdir(parents=True, exist_ok=True)
     console_log.write_bytes(b"")
-    proc = spawn(qemu_argv(disk, console_log, accel=accel, snapshot=snapshot),
+    proc = spawn(qemu_argv(disk, console_log, accel=accel, snapshot=snapshot, part=part),
                  output=qemu_log_of(console_log))
     try:
         seen = watch(Process(proc, console_log), console_log, until=until, timeout=timeout,
