@@ -527,17 +527,39 @@ def debian_vm_report(debian_vm) -> dict[str, str]:
     return boot_and_report(debian_vm.image, console)
 
 
+def build_dist(out: Path) -> Path:
+    """The sdist and the wheel of this checkout in OUT, built as `python -m build` builds
+    them (the wheel from the sdist); returns the wheel."""
+    result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out),
+                             str(Path(__file__).parent.parent)],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = out.glob("hostcreator-*.whl")
+    return wheel
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory):
-    """The lab host (tests/lab.py), running, with the volume group hclab and its thin pool;
-    stopped and its images removed after the session, however it ends."""
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of the sdist and the wheel (build_dist), built once per session."""
+    out = tmp_path_factory.mktemp("dist")
+    build_dist(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lab(dist: Path, shared_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The lab host (tests/lab.py), running, with the volume group hclab and its thin pool:
+    hostcreator installed from the session's wheel, its builds handed the session's
+    rootfs cache entry (shared_cache) and the package cache. Stopped and its images
+    removed after the session, however it ends."""
     if not _is_root():
         pytest.skip("needs root")
     from lab import Lab
 
     host = Lab(tmp_path_factory.mktemp("lab"))
     try:
-        host.build()
+        (wheel,) = dist.glob("hostcreator-*.whl")
+        host.build(wheel, shared_cache)
         host.start()
         host.make_vg()
         yield host

@@ -23,35 +23,35 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from conftest import (
     CACHE_DIR,
     DATA,
+    DEBIAN_SUITE,
     TestEnv,
     access_settings,
     run_cli,
     unique_name,
     with_shared_debs,
 )
+from guest import free_port
 
-from hostcreator import config as hcconfig
-from hostcreator import distro
+from hostcreator import config, distro
 from hostcreator.build import bootstrap, cache
 from hostcreator.domain import console, qemu
-from hostcreator.resources import REPO_ROOT
+from hostcreator.paths import VmPaths
 
-# The rootfs cache of the lab and of its builds, kept between test runs like the
-# package cache beside it (CACHE_DIR/debs), so that a lab takes minutes, not ten;
-# an entry is bootstrapped afresh after CACHE_MAX_AGE days.
+# The rootfs cache of the lab itself (Debian with LAB_PACKAGES: an entry of its own), kept
+# between test runs like the package cache beside it (CACHE_DIR/debs), so that a lab is
+# unpacked, not bootstrapped; an entry is bootstrapped afresh after CACHE_MAX_AGE days.
 LAB_CACHE = CACHE_DIR / "lab"
+# The lab runs trixie: Debian 13's python3-typer is new enough for the CLI (Debian 12's
+# is not, see debian/control), so the wheel installs beside Debian's libraries.
+LAB_SUITE = "trixie"
 VG = "hclab"
 THIN_POOL = "pool"
 THIN_POOL_GIB = 8
@@ -59,8 +59,8 @@ PV_GIB = 32
 LAB_SIZE_GIB = 12
 LAB_MEMORY_MIB = 3072
 # What a KVM host running hostcreator needs (setup.sh's host tools), from
-# Debian's archive, Python's libraries included: the wheel is installed
-# without dependencies into a venv that sees them.
+# Debian's archive, Python's libraries included: the wheel is installed into a
+# venv that sees them, and pip (given no index) checks that they satisfy it.
 LAB_PACKAGES = (
     "lvm2", "thin-provisioning-tools",
     "libvirt-daemon-system", "libvirt-clients", "libxml2-utils",
@@ -70,9 +70,11 @@ LAB_PACKAGES = (
     "python3-venv", "python3-parted", "python3-pyudev", "python3-jinja2",
     "python3-libvirt", "python3-typer",
 )
-# In the lab: the configuration of its own builds, their hooks and skeleton.
+# In the lab: the configuration of its own builds and their hooks (the skeleton is the
+# wheel's own).
 INNER = Path("/root/lab")
 INNER_CONFIG = INNER / "hostcreator.conf"
+WHEELS = Path("/root/wheels")
 VENV = Path("/opt/hostcreator")
 COMMANDS = ("hostcreator", "create-debian", "create-ubuntu", "mount-vm", "umount-vm",
             "create-kvm")
@@ -92,19 +94,20 @@ class LabError(Exception):
 
 
 def inner_settings() -> dict[str, str]:
-    """The lab's own builds: on LVM in hclab, in the lab's default directories."""
+    """The lab's own builds: on LVM in hclab, in the lab's default directories (CACHE_DIR
+    too: the entry and the packages handed in are there)."""
     return {
         "STORAGE": "lvm",
         "VG_NAME": VG,
         "SIZE": "4",
         "HOOK_DIR": str(INNER / "hooks"),
-        # A wheel carries no skel/ yet (issue 13): the lab gets a copy.
-        "SKEL_DIR": str(INNER / "skel"),
         "LOG_DIR": str(INNER / "log"),
         "TIMEZONE": "Etc/UTC",
         "LOCALE": "C.UTF-8",
         "ROOT_PASSWORD_FILE": str(INNER / "root-password"),
         "SSH_AUTHORIZED_KEYS": str(INNER / "authorized_keys"),
+        # Not the lab's own key (root's authorized_keys there): the VMs get one key.
+        "USER_SSH_KEYS": "no",
         # create-kvm in the lab: software emulation in software emulation, just started.
         "VIRT_TYPE": "qemu",
         "VCPUS": "1",
@@ -119,24 +122,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _not_sources(directory: str, names: list[str]) -> set[str]:
-    """What a copy of the checkout for building the wheel leaves out."""
-    top = Path(directory) == REPO_ROOT
-    return {n for n in names if n == "__pycache__" or n.endswith(".egg-info")
-            or (top and n in (".venv", ".git", "build", "dist"))}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def in_stage(stage: Path, path: Path) -> Path:
+    """Where PATH of the lab is in STAGE, the tree its postconfig hook copies into it."""
+    return stage / path.relative_to("/")
 
 
 @dataclass
 class Lab:
     base: Path
     name: str = field(default_factory=lambda: unique_name("hctest-lab"))
-    suite: str = "trixie"
+    suite: str = LAB_SUITE
     port: int = 0
     pid: int = 0
     timings: dict[str, float] = field(default_factory=dict)
@@ -171,6 +166,20 @@ class Lab:
     def state_file(self) -> Path:
         return self.base / "lab.json"
 
+    @property
+    def inner_config(self) -> Path:
+        """A copy of the lab's INNER_CONFIG, read on this host as the lab reads it."""
+        return self.base / "inner.conf"
+
+    def inner(self, cache_dir: Path | None = None) -> config.Config:
+        """The configuration of the lab's builds (with CACHE_DIR: one of this host)."""
+        overrides = config.set_options([f"CACHE_DIR={cache_dir}"] if cache_dir else [])
+        return config.load(self.inner_config, overrides, environ={})
+
+    def paths(self, name: str) -> VmPaths:
+        """Where the lab keeps NAME's files (journal, logs...), as the lab names them."""
+        return VmPaths.of(self.inner(), name)
+
     def say(self, text: str) -> None:
         print(text, flush=True)
         with open(self.log_file, "a") as f:
@@ -181,25 +190,30 @@ class Lab:
         self.say(f"lab: {part} took {self.timings[part]} s")
 
     # --- building ---
-    def build(self) -> None:
-        """Build the lab's disk on the outer host (file backend, in BASE)."""
+    def build(self, wheel: Path, inner_cache: Path) -> None:
+        """Build the lab's disk on the outer host (file backend, in BASE) with WHEEL (this
+        checkout's, as `python -m build` makes it) and, for the lab's builds, the entry of
+        their inputs in the rootfs cache INNER_CACHE (bootstrapped there when missing)."""
         self.base.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hctest-lab",
                         "-f", self.key], check=True, stdin=subprocess.DEVNULL)
         stage = self.base / "stage"
-        self._wheels(stage / "root")
+        in_stage(stage, WHEELS).mkdir(parents=True)
+        shutil.copy(wheel, in_stage(stage, WHEELS))
         self._stage_inner(stage)
+        # The hook's `cp -a` gives the lab's directories the modes of the stage's.
+        in_stage(stage, Path("/root")).chmod(0o700)
         self.timed("wheel and files", started)
         started = time.monotonic()
-        self._handin_cache(stage)
+        self._handin_cache(stage, inner_cache)
         self.timed("inner rootfs cache entry", started)
         started = time.monotonic()
         env = self.env
         settings = access_settings(env)
         settings["SSH_AUTHORIZED_KEYS"] = str(self.key.with_suffix(".pub"))
         env.write(SIZE=str(LAB_SIZE_GIB), PACKAGES=" ".join(LAB_PACKAGES),
-                  CACHE_DIR=str(LAB_CACHE), **settings)
+                  CACHE_DIR=str(with_shared_debs(LAB_CACHE)), **settings)
         env.install_hook("postconfig.sh", self._postconfig_hook(stage))
         result = run_cli("create-debian", self.name, self.suite, "--config", str(env.config))
         self.say(result.stdout + result.stderr)
@@ -213,48 +227,28 @@ class Lab:
             f.truncate(PV_GIB * 1024**3)
         self.timed("lab build", started)
 
-    def _wheels(self, into: Path) -> None:
-        """hostcreator's wheel, built from the checkout, and the wheels it needs beside
-        Debian's packages, into INTO (the lab's /root)."""
-        into.mkdir(parents=True, mode=0o700)
-        with tempfile.TemporaryDirectory(dir=self.base) as tmp:
-            # A copy: the build must not leave build/ or *.egg-info in the checkout.
-            src = Path(tmp) / "src"
-            shutil.copytree(REPO_ROOT, src, ignore=_not_sources)
-            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                            "--disable-pip-version-check", "-w", into, src],
-                           check=True, stdin=subprocess.DEVNULL, capture_output=True)
-            # Debian's typer and click (trixie) lack what the CLI imports (a typer that
-            # carries its own click): the lab gets this venv's typer as a wheel.
-            # TODO: typer's own dependencies (pydantic, annotated-doc) beside Debian's.
-            pins = [f"typer=={metadata.version('typer')}"]
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                            "--only-binary=:all:", "--disable-pip-version-check",
-                            "-d", into, *pins],
-                           check=True, stdin=subprocess.DEVNULL, capture_output=True)
-
     def _stage_inner(self, stage: Path) -> None:
-        """The lab's INNER directory: its builds' configuration, hooks, skeleton, secrets."""
-        inner = stage / INNER.relative_to("/")
+        """The lab's INNER directory: its builds' configuration, report hook, secrets."""
+        inner = in_stage(stage, INNER)
         (inner / "hooks").mkdir(parents=True)
-        shutil.copytree(REPO_ROOT / "skel", inner / "skel", symlinks=True)
         shutil.copy(DATA / "report-postconfig.sh", inner / "hooks" / "postconfig.sh")
         values = inner_settings()
-        (inner / "hostcreator.conf").write_text(
-            "".join(f'{k}="{v}"\n' for k, v in values.items()))
+        self.inner_config.write_text("".join(f"{k}={shlex.quote(v)}\n"
+                                             for k, v in values.items()))
+        shutil.copy(self.inner_config, in_stage(stage, INNER_CONFIG))
         secrets_env = TestEnv(self.base / "inner-secrets")
         secrets_env.base.mkdir()
         for key, path in access_settings(secrets_env).items():
-            shutil.copy(path, Path(inner) / Path(values[key]).name)
+            shutil.copy(path, in_stage(stage, Path(values[key])))
 
-    def _handin_cache(self, stage: Path) -> None:
-        """The rootfs cache entry of the lab's builds (same inputs as on the lab, as the
-        lab has mmdebstrap too) and the package cache, into the lab's CACHE_DIR."""
-        lab_cache = stage / "var/cache/hostcreator"
-        env = self.env
-        env.write(CACHE_DIR=str(with_shared_debs(LAB_CACHE)))
-        cfg = hcconfig.load(env.config, environ={})
-        plan = bootstrap.plan(cfg, distro.get("debian"), self.suite)
+    def _handin_cache(self, stage: Path, inner_cache: Path) -> None:
+        """The outer host's rootfs cache entry of the lab's builds (the same inputs: the
+        lab's configuration, DEBIAN_SUITE, mmdebstrap on both) and its package cache, into
+        the lab's CACHE_DIR; the entry is bootstrapped into INNER_CACHE when missing, so
+        the tests after the lab find it there too."""
+        cfg = self.inner(with_shared_debs(inner_cache))
+        lab_cache = in_stage(stage, self.inner().cache_dir)
+        plan = bootstrap.plan(cfg, distro.get("debian"), DEBIAN_SUITE)
         rootfs = cache.RootfsCache.under(cfg.cache_dir)
         key = cache.key_of(cache.inputs(plan))
         if rootfs.usable(key, cfg.cache_max_age) is None:
@@ -267,7 +261,10 @@ class Lab:
             finally:
                 shutil.rmtree(tree)
         entry = rootfs.read(key)
-        assert entry is not None, f"no rootfs cache entry {key} in {cfg.cache_dir}"
+        if entry is None:
+            raise LabError(f"no rootfs cache entry {key} in {cfg.cache_dir}")
+        self.say(f"lab: handing in rootfs cache entry {cache.short(key)} ({entry.describe()})"
+                 f" and the package cache {plan.cache_dir}")
         (lab_cache / "rootfs").mkdir(parents=True)
         shutil.copytree(entry.path, lab_cache / "rootfs" / entry.key)
         if plan.cache_dir is not None and plan.cache_dir.is_dir():
@@ -277,14 +274,15 @@ class Lab:
         links = " ".join(COMMANDS)
         return f"""#!/bin/sh
 # The lab's postconfig hook (tests/lab.py): what the lab is handed, and hostcreator
-# from the wheel, in a venv that sees Debian's Python libraries.
+# from the wheel, in a venv that sees Debian's Python libraries; given no index, pip
+# fails unless they satisfy the wheel's requirements.
 set -eu
 root=$2
 cp -a {stage}/. "$root/"
 chroot "$root" python3 -m venv --system-site-packages {VENV}
-chroot "$root" sh -c '{VENV}/bin/pip install -q --no-deps --no-index \\
-    --disable-pip-version-check /root/*.whl'
-rm "$root"/root/*.whl
+chroot "$root" {VENV}/bin/pip install -q --no-index --disable-pip-version-check \\
+    {WHEELS}/hostcreator-*.whl
+rm -r "$root{WHEELS}"
 for c in {links}; do ln -sf {VENV}/bin/$c "$root/usr/local/bin/$c"; done
 # Its builds read this configuration.
 ln -s {INNER_CONFIG} "$root/etc/default/hostcreator"
@@ -308,14 +306,11 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
         started = time.monotonic()
         self.port = free_port()
         self.console_log.write_bytes(b"")
-        argv = [
-            "qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", str(LAB_MEMORY_MIB),
-            "-drive", f"file={self.image},format=raw,if=virtio,cache=unsafe",
-            "-drive", f"file={self.pv_image},format=raw,if=virtio,cache=unsafe",
-            "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{self.port}-:22",
-            "-display", "none", "-monitor", "none", "-serial", f"file:{self.console_log}",
-            "-no-reboot",
-        ]
+        # Written to (no snapshot): after the lab is down, the LVs in its second disk are
+        # read here.
+        argv = qemu.qemu_argv(self.image, self.console_log, memory=LAB_MEMORY_MIB,
+                              snapshot=False, ssh_port=self.port,
+                              extra_disks=[self.pv_image])
         self.say("lab: + " + shlex.join(map(str, argv)))
         with open(self.base / "qemu.log", "ab") as out:
             self.proc = subprocess.Popen(

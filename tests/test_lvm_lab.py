@@ -53,10 +53,10 @@ REFUSALS = {
     "missing-vg": Refusal("create-debian {name} --vg hcnovg", 2,
                           "volume group 'hcnovg' not found"),
     "no-room": Refusal("create-debian {name} --size 100", 2,
-                       rf"volume group '{VG}' has \d+\.\d GiB free, {{name}}-disk01 needs "
-                       "100 GiB"),
+                       rf"--size: SIZE: 100 GiB do not fit in volume group {VG}: \d+\.\d GiB "
+                       "are free"),
     "missing-thin-pool": Refusal("create-debian {name} --set THIN_POOL=hcnopool", 2,
-                                 f"volume group '{VG}' has no thin pool 'hcnopool'"),
+                                 f"THIN_POOL: volume group {VG} has no thin pool 'hcnopool'"),
     "lv-too-small": Refusal("create-debian {name}", 2,
                             rf"logical volume {VG}/{{name}}-disk01 has 1\.0 GiB, at least",
                             setup=f"lvcreate -q -L 1g -n {{name}}-disk01 {VG}"),
@@ -87,8 +87,7 @@ def test_refusals_leave_the_volume_group_as_it_was(lab, case):
         assert re.match(r"(error: )?" + case.message.format(name=name), lines[0]), lines
         # The LV and its data as they were, no journal begun.
         assert (volumes(lab), lab.run(checksum).stdout) == before
-        assert lab.run(f"test -e /var/lib/hostcreator/journal/{name}.json", check=False) \
-            .returncode == 1
+        assert lab.run(f"test -e {lab.paths(name).journal}", check=False).returncode == 1
     finally:
         lab.run(f"lvremove -q -y {VG}/{name}-disk01 2>/dev/null || true")
 
@@ -98,28 +97,76 @@ def test_refusals_leave_the_volume_group_as_it_was(lab, case):
 @dataclass
 class LabVM:
     name: str
-    output: str
+    stopped: str  # the output of the build stopped after its partitions stage
+    left: str  # loop devices and mounts of NAME once it had stopped
+    resumed: str  # the output of the --resume that finished it
+
+
+def leftovers(lab: Lab, name: str) -> str:
+    """Loop devices, and mounts that name NAME, in the lab ("" when there are none)."""
+    loops = lab.run("losetup --noheadings --list").stdout.strip()
+    mounted = lab.run(f"findmnt -rn -o TARGET | grep {name} || true").stdout.strip()
+    return "\n".join(filter(None, (loops, mounted)))
 
 
 @pytest.fixture(scope="module")
 def lvm_vm(lab) -> LabVM:
-    """A VM built in the lab by create-debian on a new linear LV."""
+    """The one full build in the lab (each costs minutes under TCG): create-debian on a
+    blank linear LV made by hand bigger than SIZE (5 GiB, SIZE is 4), stopped after its
+    partitions stage (a fault injected), then finished by --resume."""
     name = unique_name()
-    result = lab.run(f"create-debian {name} {DEBIAN_SUITE}", timeout=1800)
-    return LabVM(name, result.stdout + result.stderr)
+    lab.run(f"lvcreate -q -L 5g -n {name}-disk01 {VG}")
+    stopped = fault_after(lab, "partitions", name)
+    left = leftovers(lab, name)
+    result = lab.run(f"create-debian {name} {DEBIAN_SUITE} --resume", timeout=1800)
+    return LabVM(name, stopped, left, result.stdout + result.stderr)
 
 
-def test_create_debian_makes_the_lv_of_size_gib_and_builds_on_it(lab, lvm_vm):
+def fault_after(lab: Lab, stage: str, name: str, *options: str) -> str:
+    """create-debian NAME failing right after its STAGE (HOSTCREATOR_FAULT)."""
+    result = lab.run(f"HOSTCREATOR_FAULT=after:{stage} create-debian {name} {DEBIAN_SUITE} "
+                     + " ".join(options), check=False, timeout=600)
+    assert result.returncode == 1, result.stderr
+    assert f"fault injected at after:{stage}" in result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("thin", [False, True], ids=["linear", "thin"])
+def test_a_new_disk_is_an_lv_of_size_gib_linear_or_in_the_thin_pool(lab, thin):
+    """create-debian makes NAME-disk01 of SIZE GiB: a linear LV, or with THIN_POOL a
+    thin volume in that pool (stopped after the disk stage: the rest is lvm_vm's);
+    `hostcreator remove NAME --disk` removes it."""
+    name = unique_name()
+    lv = f"{name}-disk01"
+    try:
+        output = fault_after(lab, "disk", name,
+                             *([f"--set THIN_POOL={THIN_POOL}"] if thin else []))
+        assert f"logical volume {VG}/{lv}" in output
+        assert int(lv_field(lab, lv, "lv_size")) == 4 * GIB
+        if thin:
+            assert lv_field(lab, lv, "pool_lv") == THIN_POOL
+            assert lv_field(lab, lv, "lv_attr").startswith("V")  # a thin volume
+        else:
+            assert lv_field(lab, lv, "lv_attr").startswith("-wi")  # linear, writable
+        assert leftovers(lab, name) == ""
+        # ...and `remove --disk` removes it, with the journal of the stopped build.
+        lab.run(f"hostcreator remove {name} --disk --yes")
+        assert lab.run(f"lvs {VG}/{lv}", check=False).returncode != 0
+        assert lab.run(f"test -e {lab.paths(name).journal}", check=False).returncode == 1
+    finally:
+        lab.run(f"lvremove -q -y {VG}/{lv} 2>/dev/null; rm -f {lab.paths(name).journal}")
+
+
+def test_a_blank_lv_made_bigger_by_hand_is_reused_and_a_stopped_build_resumed(lab, lvm_vm):
     lv = f"{lvm_vm.name}-disk01"
-    assert int(lv_field(lab, lv, "lv_size")) == 4 * GIB
-    assert lv_field(lab, lv, "lv_attr").startswith("-wi")  # linear, writable, not thin
-    assert f"logical volume {VG}/{lv}" in lvm_vm.output
-    assert "rootfs cache hit" in lvm_vm.output  # the entry handed in: no bootstrap
+    assert f"reusing logical volume {VG}/{lv} (5.0 GiB)" in lvm_vm.stopped
+    assert lvm_vm.left == ""  # the stopped build undid its loop device and mounts
+    assert "rootfs cache hit" in lvm_vm.resumed  # the entry handed in: no bootstrap
+    assert int(lv_field(lab, lv, "lv_size")) == 5 * GIB
+    assert lv_field(lab, lv, "lv_attr").startswith("-wi")
     table = lab.run(f"wipefs --no-act --noheadings -o TYPE /dev/{VG}/{lv}").stdout.split()
     assert sorted(table) == ["PMBR", "gpt"]
-    # Nothing left: no loop device, no mount below the build's directories.
-    assert lab.run("losetup --noheadings --list").stdout.strip() == ""
-    assert lab.run("findmnt -rn -o TARGET | grep -c hostcreator || true").stdout.strip() == "0"
+    assert leftovers(lab, lvm_vm.name) == ""
 
 
 def test_mount_vm_and_umount_vm_work_on_the_lv(lab, lvm_vm):
@@ -155,54 +202,11 @@ def test_create_kvm_starts_a_domain_on_the_lv_as_a_block_disk(lab, lvm_vm):
                 f"virsh -c qemu:///system undefine {name} 2>/dev/null; true")
 
 
-def fault_after_disk(lab: Lab, name: str, *options: str) -> str:
-    """create-debian NAME failing right after its disk stage (HOSTCREATOR_FAULT)."""
-    result = lab.run(f"HOSTCREATOR_FAULT=after:disk create-debian {name} {DEBIAN_SUITE} "
-                     + " ".join(options), check=False, timeout=600)
-    assert result.returncode == 1, result.stderr
-    assert "fault injected at after:disk" in result.stderr
-    return result.stdout + result.stderr
-
-
-def test_thin_pool_makes_the_new_disk_a_thin_volume_in_it(lab):
-    name = unique_name()
-    lv = f"{name}-disk01"
-    try:
-        fault_after_disk(lab, name, f"--set THIN_POOL={THIN_POOL}")
-        assert lv_field(lab, lv, "pool_lv") == THIN_POOL
-        assert lv_field(lab, lv, "lv_attr").startswith("V")  # a thin volume
-        assert int(lv_field(lab, lv, "lv_size")) == 4 * GIB
-    finally:
-        lab.run(f"lvremove -q -y {VG}/{lv}; rm -f /var/lib/hostcreator/journal/{name}.json")
-
-
-def test_a_blank_thin_lv_made_bigger_by_hand_is_reused_and_a_stopped_build_resumed(lab):
-    """An existing blank LV is built on at its own size (here a thin volume of 5 GiB
-    made by hand); a build stopped after its disk stage leaves no mount or loop
-    device, and --resume finishes it on the same LV."""
-    name = unique_name()
-    lv = f"{name}-disk01"
-    lab.run(f"lvcreate -q -V 5g --thin -n {lv} {VG}/{THIN_POOL}")
-    try:
-        output = fault_after_disk(lab, name, f"--set THIN_POOL={THIN_POOL}")
-        assert f"reusing logical volume {VG}/{lv} (5.0 GiB)" in output
-        assert lab.run("losetup --noheadings --list").stdout.strip() == ""
-        assert lab.run(f"findmnt -rn -o TARGET | grep -c {name} || true").stdout.strip() == "0"
-        lab.run(f"create-debian {name} {DEBIAN_SUITE} --set THIN_POOL={THIN_POOL} --resume",
-                timeout=1800)
-        assert int(lv_field(lab, lv, "lv_size")) == 5 * GIB
-        assert lv_field(lab, lv, "pool_lv") == THIN_POOL
-        table = lab.run(f"wipefs --no-act --noheadings -o TYPE /dev/{VG}/{lv}").stdout.split()
-        assert sorted(table) == ["PMBR", "gpt"]
-    finally:
-        lab.run(f"lvremove -q -y {VG}/{lv}")
-
-
 def test_the_lv_boots_from_its_extents_in_the_pv_image(lab, lvm_vm):
     """Last: it shuts the lab down, and boots the VM from where the LV lies in the lab's
     second disk, read on this host (QEMU's raw driver with offset and size)."""
     part = extents_of(lab, f"{lvm_vm.name}-disk01")
-    assert part.size == 4 * GIB
+    assert part.size == 5 * GIB
     lab.stop()
     report = boot_and_report(lab.pv_image, lab.base / f"{lvm_vm.name}.console.log",
                              part=part)

@@ -39,16 +39,6 @@ def package_data() -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sdist and the wheel, built as `python -m build` builds them."""
-    out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out
-
-
-@pytest.fixture(scope="session")
 def fresh_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtual environment outside the checkout with only the wheel (and what it
     depends on) installed: no editable install, no system site-packages."""
