@@ -4,6 +4,7 @@ STORAGE=lvm VG_NAME=hclab (the lab's /etc/default/hostcreator)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from conftest import DEBIAN_SUITE, unique_name
 from guest import boot_and_report, check_report
-from lab import THIN_POOL, VENV, VG, Lab, extents_of
+from lab import INNER, THIN_POOL, VENV, VG, Lab, extents_of
 
 import hostcreator
 
@@ -97,8 +98,10 @@ def test_refusals_leave_the_volume_group_as_it_was(lab, case):
 @dataclass
 class LabVM:
     name: str
-    stopped: str  # the output of the build stopped after its partitions stage
+    stopped: str  # the output of the build interrupted by SIGTERM in its bootstrap stage
+    code: int  # its exit code
     left: str  # loop devices and mounts of NAME once it had stopped
+    journal: str  # its build journal then
     resumed: str  # the output of the --resume that finished it
 
 
@@ -109,17 +112,37 @@ def leftovers(lab: Lab, name: str) -> str:
     return "\n".join(filter(None, (loops, mounted)))
 
 
+def interrupted(lab: Lab, name: str, when: str, timeout: float = 900) -> tuple[int, str]:
+    """create-debian NAME in the lab, sent SIGTERM once its log shows WHEN: its exit code
+    and its output."""
+    out = INNER / f"{name}.out"
+    # The build in the background, its PID and then its exit code in files of their own.
+    lab.run(f"sh -c 'create-debian {name} {DEBIAN_SUITE} >{out} 2>&1 </dev/null & "
+            f"echo $! >{out}.pid; wait $!; echo $? >{out}.rc' >/dev/null 2>&1 &")
+    log = shlex.quote(str(lab.paths(name).log))
+    lab.run(f"for i in $(seq {int(timeout)}); do grep -q {shlex.quote(when)} {log} "
+            f"2>/dev/null && exit 0; test -e {out}.rc && exit 1; sleep 1; done; exit 1",
+            timeout=timeout + 60)
+    lab.run(f"kill -TERM $(cat {out}.pid)")
+    lab.run(f"for i in $(seq 300); do test -e {out}.rc && exit 0; sleep 1; done; exit 1",
+            timeout=400)
+    code = int(lab.run(f"cat {out}.rc").stdout)
+    return code, lab.run(f"cat {out}").stdout
+
+
 @pytest.fixture(scope="module")
 def lvm_vm(lab) -> LabVM:
     """The one full build in the lab (each costs minutes under TCG): create-debian on a
-    blank linear LV made by hand bigger than SIZE (5 GiB, SIZE is 4), stopped after its
-    partitions stage (a fault injected), then finished by --resume."""
+    blank linear LV made by hand bigger than SIZE (5 GiB, SIZE is 4), interrupted by
+    SIGTERM in its bootstrap stage (unpacking the rootfs cache entry handed in), then
+    finished by --resume."""
     name = unique_name()
     lab.run(f"lvcreate -q -L 5g -n {name}-disk01 {VG}")
-    stopped = fault_after(lab, "partitions", name)
+    code, stopped = interrupted(lab, name, "rootfs cache hit")
     left = leftovers(lab, name)
+    journal = lab.run(f"cat {lab.paths(name).journal}").stdout
     result = lab.run(f"create-debian {name} {DEBIAN_SUITE} --resume", timeout=1800)
-    return LabVM(name, stopped, left, result.stdout + result.stderr)
+    return LabVM(name, stopped, code, left, journal, result.stdout + result.stderr)
 
 
 def fault_after(lab: Lab, stage: str, name: str, *options: str) -> str:
@@ -157,10 +180,14 @@ def test_a_new_disk_is_an_lv_of_size_gib_linear_or_in_the_thin_pool(lab, thin):
         lab.run(f"lvremove -q -y {VG}/{lv} 2>/dev/null; rm -f {lab.paths(name).journal}")
 
 
-def test_a_blank_lv_made_bigger_by_hand_is_reused_and_a_stopped_build_resumed(lab, lvm_vm):
+def test_a_blank_lv_made_bigger_by_hand_is_reused_and_an_interrupted_build_resumed(lab,
+                                                                                 lvm_vm):
     lv = f"{lvm_vm.name}-disk01"
     assert f"reusing logical volume {VG}/{lv} (5.0 GiB)" in lvm_vm.stopped
-    assert lvm_vm.left == ""  # the stopped build undid its loop device and mounts
+    assert lvm_vm.code == 143 and "interrupted by SIGTERM" in lvm_vm.stopped, lvm_vm.stopped
+    record = json.loads(lvm_vm.journal)
+    assert (record["status"], record["stage"]) == ("interrupted", "bootstrap"), record
+    assert lvm_vm.left == ""  # the interrupted build undid its loop device and mounts
     assert "rootfs cache hit" in lvm_vm.resumed  # the entry handed in: no bootstrap
     assert int(lv_field(lab, lv, "lv_size")) == 5 * GIB
     assert lv_field(lab, lv, "lv_attr").startswith("-wi")
