@@ -50,13 +50,16 @@ def boot_and_report(image: Path, console_log: Path, timeout: float = 600,
     return report
 
 
-def boot_and_report_together(boots: list[tuple[Path, Path]],
+def boot_and_report_together(boots: list[tuple[Path, Path] | tuple[Path, Path, qemu.Slice]],
                              timeout: float = 600) -> list[dict[str, str]]:
-    """boot_and_report of each (image, console log) at the same time, one QEMU each: two
-    guests of one vCPU share this machine's two cores about as fast as one alone (each
-    QEMU is one process; no guest has several vCPUs, see MACHINE.md)."""
+    """boot_and_report of each (image, console log[, part]) at the same time, one QEMU
+    each: two guests of one vCPU share this machine's two cores about as fast as one
+    alone (each QEMU is one process; no guest has several vCPUs, see MACHINE.md)."""
+    def one(image: Path, log: Path, part: qemu.Slice | None = None) -> dict[str, str]:
+        return boot_and_report(image, log, timeout, part)
+
     with ThreadPoolExecutor(max_workers=len(boots)) as pool:
-        futures = [pool.submit(boot_and_report, image, log, timeout) for image, log in boots]
+        futures = [pool.submit(one, *boot) for boot in boots]
         return [future.result() for future in futures]
 
 

@@ -394,6 +394,26 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
             self.kill()
         self.timed("lab shutdown", started)
 
+    def copy_out(self, path: Path, target: Path) -> None:
+        """PATH of the lab's own disk to TARGET on this host (sparse), the lab shut down:
+        the lab is a VM hostcreator built, so mount-vm mounts its root, read-only."""
+        if self.running():
+            raise LabError("the lab runs: stop it before its disk is read")
+        config = str(self.env.config)
+        mounted = run_cli("mount-vm", self.name, "--read-only", "--config", config,
+                          timeout=300)
+        if mounted.returncode != 0:
+            raise LabError(f"mount-vm of the lab failed: {mounted.stderr.strip()}")
+        point = Path(mounted.stdout.strip().splitlines()[-1])
+        try:
+            subprocess.run(["cp", "--sparse=always", point / path.relative_to("/"), target],
+                           check=True, capture_output=True)
+        finally:
+            done = run_cli("umount-vm", self.name, "--config", config, timeout=300)
+            if done.returncode != 0:
+                raise LabError(f"umount-vm of the lab failed: {done.stderr.strip()}")
+        self.say(f"lab: copied {path} out to {target}")
+
     def kill(self) -> None:
         if self.running():
             os.killpg(self.pid, signal.SIGKILL)

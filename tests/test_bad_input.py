@@ -332,9 +332,6 @@ ROWS = [
     row(CLONE, ["web1", "web1"], "a VM cannot be cloned onto itself (web1)", id="clone-self"),
     row(CLONE, ["web1"], "Missing argument 'NAME'", hint="`hostcreator clone -h` shows how "
         "to call it", id="clone-usage"),
-    row(CLONE, ["web1", "web2", "--set", "STORAGE=lvm", "--set", "VG_NAME=vg0"],
-        "clone with STORAGE=lvm is not there yet", hint="STORAGE=file clones image files",
-        id="clone-lvm"),
     row(CLONE, ["web1", "web2", "--set", "JOURNAL_DIR=/proc/nope"],
         "--set: JOURNAL_DIR: /proc/nope cannot be made", setup="hand-disk",
         id="clone-journal-dir"),
@@ -362,9 +359,6 @@ ROWS = [
         "how to call it", id="export-usage"),
     row(EXPORT, ["web1", "--format", "vdi", "--output", "{tmp}/out"],
         "--format 'vdi' is not one of qcow2 | vmdk | ova | raw", id="export-format"),
-    row(EXPORT, ["web1", "--format", "ova", "--set", "STORAGE=lvm", "--set", "VG_NAME=vg0"],
-        "export with STORAGE=lvm is not there yet", hint="STORAGE=file exports image files",
-        id="export-lvm"),
     row(EXPORT, ["web1", "--format", "qcow2", "--output", "{tmp}"], "web1 has no disk: image "
         "file {tmp}/images/web1-disk01.img does not exist", id="export-no-disk"),
     row(EXPORT, ["web1", "--format", "qcow2", "--output", "{tmp}"], "web1 was not built by "

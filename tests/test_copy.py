@@ -110,3 +110,21 @@ def test_the_source_is_opened_read_only(tmp_path):
         copy.publish(copy.copy(stack, source, tmp_path / "dst.img"), tmp_path / "dst.img")
     after = source.stat()
     assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+
+
+def test_block_copy_leaves_zero_pieces_as_holes_only_when_asked(tmp_path):
+    source = sparse_file(tmp_path / "src.img")
+    for holes in (True, False):
+        target = tmp_path / f"dst-{holes}.img"
+        fd_in = os.open(source, os.O_RDONLY)
+        fd_out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            copy.copy_blocks(fd_in, fd_out, 64 * MIB, holes=holes)
+            os.ftruncate(fd_out, 64 * MIB)
+        finally:
+            os.close(fd_in)
+            os.close(fd_out)
+        assert digest(target) == digest(source)
+        # Three data extents, each in one BLOCK piece: 12 MiB at most; without holes, all.
+        used = copy.allocated_bytes(target)
+        assert used <= 3 * copy.BLOCK if holes else used >= 64 * MIB, used

@@ -6,6 +6,10 @@ only the allocated extents are copied: SEEK_DATA and SEEK_HOLE walk the
 source, copy_file_range moves each extent in the kernel, and the holes stay
 holes. The source is opened read-only and never written.
 
+A logical volume (a block device: no extents to seek, no reflink) is read whole,
+and its zero blocks become holes in the copy (export's sealed copy of an LVM VM);
+lvcopy.py makes LVs from LVs.
+
 The copy is written under a temporary name beside its target and gets the
 target's name only when it is complete (publish()), by a link that never
 replaces an existing file: an interrupted copy leaves no file that looks like a
@@ -17,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,11 +33,17 @@ from hostcreator.log import logger
 FICLONE = 0x40049409
 # copy_file_range moves at most this much per call; large enough to be few calls.
 CHUNK = 1 << 30
+# A block device is read in pieces of this size; a piece of zeros is a hole in the copy.
+BLOCK = 4 << 20
+ZEROS = bytes(BLOCK)
 
 
 class Method(StrEnum):
     REFLINK = "reflink"
     EXTENTS = "copy of the allocated extents"
+    DEVICE = "sparse copy of the logical volume"
+    THIN_SNAPSHOT = "thin snapshot"
+    LV_COPY = "copy into a new logical volume"
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,21 @@ class Copied:
 
 
 def allocated_bytes(path: Path) -> int:
-    return os.stat(path).st_blocks * 512
+    """The bytes PATH has allocated; a block device's are all of it (as far as this host
+    can tell: a thin volume may hold fewer)."""
+    info = os.stat(path)
+    if stat.S_ISBLK(info.st_mode):
+        return size_of(path)
+    return info.st_blocks * 512
+
+
+def size_of(path: Path) -> int:
+    """The apparent size of an image file, or the size of a block device."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 def temporary_name(target: Path, pid: int | None = None, kind: str = "clone") -> Path:
@@ -108,20 +133,43 @@ def copy_extents(source: int, target: int, size: int) -> None:
     os.ftruncate(target, size)
 
 
+def copy_blocks(source: int, target: int, size: int, *, holes: bool) -> None:
+    """SIZE bytes of SOURCE to TARGET in BLOCK pieces; with HOLES, a piece of zeros is not
+    written (TARGET reads zeros there already: a new file, a new thin volume)."""
+    offset = 0
+    while offset < size:
+        piece = os.pread(source, min(BLOCK, size - offset), offset)
+        if not piece:
+            raise HostCreatorError(f"the source ended at {offset} bytes while copied")
+        if not (holes and piece == ZEROS[:len(piece)]):
+            view = memoryview(piece)
+            while view:
+                written = os.pwrite(target, view, offset + len(piece) - len(view))
+                view = view[written:]
+        offset += len(piece)
+
+
 def copy(stack: ExitStack, source: Path, target: Path, kind: str = "clone") -> Copied:
-    """Copy SOURCE to a temporary file beside TARGET; its removal is registered on STACK
-    until publish() names it TARGET."""
+    """Copy SOURCE (an image file or a block device) to a temporary file beside TARGET;
+    its removal is registered on STACK until publish() names it TARGET."""
     temporary = temporary_name(target, kind=kind)
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(src).st_size
+        info = os.fstat(src)
+        device = stat.S_ISBLK(info.st_mode)
+        size = os.lseek(src, 0, os.SEEK_END) if device else info.st_size
         dst = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         stack.callback(remove, temporary)
         try:
-            os.fchmod(dst, os.fstat(src).st_mode & 0o777)  # as private as the source
-            method = Method.REFLINK if _reflink(src, dst) else Method.EXTENTS
-            if method is Method.EXTENTS:
-                copy_extents(src, dst, size)
+            if device:
+                method = Method.DEVICE  # a block device's mode says nothing of its data's
+                copy_blocks(src, dst, size, holes=True)
+                os.ftruncate(dst, size)
+            else:
+                os.fchmod(dst, info.st_mode & 0o777)  # as private as the source
+                method = Method.REFLINK if _reflink(src, dst) else Method.EXTENTS
+                if method is Method.EXTENTS:
+                    copy_extents(src, dst, size)
             os.fsync(dst)
         finally:
             os.close(dst)

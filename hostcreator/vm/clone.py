@@ -10,8 +10,9 @@ NAME's disk and NAME's journal written, finished, naming SOURCE. An interrupted
 or failed clone undoes its mounts and loop device and removes the copy: nothing
 is left that looks like a VM. SOURCE's disk is only ever opened read-only.
 
-Image files only for now: LVM (a thin snapshot, an LV copy) is refused as not yet
-there.
+With STORAGE=lvm the copy is a new logical volume (disk/lvcopy.py: a thin
+snapshot of a thin volume, else a copy of the LV), made under a temporary name
+and renamed NAME-disk01 when complete.
 """
 
 from __future__ import annotations
@@ -27,19 +28,20 @@ from typing import Any
 from hostcreator import faults
 from hostcreator.build import access, identity
 from hostcreator.config import Config, StorageKind
-from hostcreator.disk import copy, gpt, storage
+from hostcreator.disk import copy, gpt, lvcopy, storage
 from hostcreator.disk.partition import FileSystems
 from hostcreator.domain import virt
 from hostcreator.errors import DiskInUse, DomainExists, InvalidInput, UnfinishedBuild
 from hostcreator.host import inuse, loopdev, mounts, places
 from hostcreator.log import Progress, log_file, logger
-from hostcreator.paths import VmPaths
+from hostcreator.paths import VmPaths, disk_name, lv_path
 from hostcreator.run import require_commands
 from hostcreator.state import journal
 from hostcreator.state.journal import Journal, Stage, Status
 from hostcreator.state.lock import vm_lock
 
 HOST_COMMANDS = ("losetup", "partx", "mount", "umount", "blkid", "mkswap", "tune2fs", "e2fsck")
+LVM_COMMANDS = ("lvs", "lvcreate", "lvchange", "lvrename", "lvremove")
 DIRECTORIES = ("IMAGE_DIR", "LOG_DIR", "STATE_DIR", "JOURNAL_DIR", "SECRETS_DIR")
 STAGES = 3
 
@@ -68,6 +70,11 @@ class Clone:
     def disk(self) -> Path:
         return self.paths.disk
 
+    @property
+    def vg(self) -> str | None:
+        """The volume group of both disks with STORAGE=lvm; None for image files."""
+        return self.config.vg_name if self.config.storage_kind is StorageKind.LVM else None
+
 
 # --- the refusals ------------------------------------------------------------------------
 
@@ -78,10 +85,8 @@ def check(config: Config, source: str, name: str) -> Clone:
     if source == name:
         raise InvalidInput(f"a VM cannot be cloned onto itself ({name})",
                            hint="name the new VM otherwise")
-    if config.storage_kind is StorageKind.LVM:
-        raise InvalidInput("clone with STORAGE=lvm is not there yet: only image files are "
-                           "cloned so far", hint="STORAGE=file clones image files")
-    require_commands(HOST_COMMANDS)
+    require_commands(HOST_COMMANDS + (LVM_COMMANDS if config.storage_kind is StorageKind.LVM
+                                      else ()))
     places.check_writable(config, DIRECTORIES)
     found = check_source(config, source)
     check_name_is_free(config, name)
@@ -130,10 +135,19 @@ def check_name_is_free(config: Config, name: str) -> None:
 
 
 def check_room(clone: Clone) -> None:
-    """The copy's allocated bytes fit in IMAGE_DIR (a reflink needs fewer)."""
-    places.check_free(clone.config.image_dir, copy.allocated_bytes(clone.source_disk),
-                      f"IMAGE_DIR: the copy of {clone.source}'s disk",
-                      hint="free some space, or set IMAGE_DIR to a larger file system")
+    """The copy's allocated bytes fit in IMAGE_DIR (a reflink needs fewer); on LVM, a copy
+    of the LV fits in the volume group, or THIN_POOL exists (a thin snapshot needs no
+    room of its own)."""
+    if clone.vg is None:
+        places.check_free(clone.config.image_dir, copy.allocated_bytes(clone.source_disk),
+                          f"IMAGE_DIR: the copy of {clone.source}'s disk",
+                          hint="free some space, or set IMAGE_DIR to a larger file system")
+        return
+    source = lvcopy.volume(clone.vg, disk_name(clone.source))
+    if not source.thin:
+        target = storage.LvmStorage(clone.vg, lvcopy.temporary_name(disk_name(clone.name)),
+                                    clone.config.thin_pool)
+        target.check_room(source.size, f"the copy of {clone.source}'s disk")
 
 
 def check_use(clone: Clone, ask_libvirt: bool = True) -> None:
@@ -167,14 +181,24 @@ def clone(config: Config, source: str, name: str) -> dict[str, Any]:
         # Asked again under the locks: a mount-vm or a QEMU may have come meanwhile.
         check_name_is_free(config, name)
         check_use(job, ask_libvirt=False)
-        remove_stale_copies(job.disk)
+        remove_stale_copies(job.disk, vg=job.vg)
         return make(job)
 
 
-def remove_stale_copies(disk: Path, kind: str = "clone") -> None:
-    """What a clone (or KIND) of the same NAME killed by SIGKILL left: its copy, perhaps
-    still on a loop device (its mounts went with its mount namespace). NAME's lock is
-    held."""
+def remove_stale_copies(disk: Path, kind: str = "clone", vg: str | None = None) -> None:
+    """What a clone (or KIND) of the same NAME killed by SIGKILL left: its copy (a file
+    beside DISK, or an LV in VG), perhaps still on a loop device (its mounts went with its
+    mount namespace). NAME's lock is held."""
+    if vg is not None:
+        for lv in lvcopy.stale(vg, disk.name, kind):
+            path = lv_path(vg, lv)
+            for device in loopdev.loop_devices_of(path):
+                loopdev.detach(Path(device))
+            inuse.refuse(inuse.users_of(path), inuse.Command.RELEASE, str(path))
+            lvcopy.remove(vg, lv)
+            logger.info("removed logical volume %s/%s, left by a %s that was killed", vg,
+                        lv, kind)
+        return
     for path in copy.stale(disk, kind):
         for device in loopdev.loop_devices_of(path):
             loopdev.detach(Path(device))
@@ -189,7 +213,11 @@ def make(job: Clone) -> dict[str, Any]:
     logger.info("clone %s as %s", job.source, job.name)
     with ExitStack() as stack:
         with progress.stage(f"copy {job.source}'s disk"):
-            copied = copy.copy(stack, job.source_disk, job.disk)
+            if job.vg is None:
+                copied = copy.copy(stack, job.source_disk, job.disk)
+            else:
+                copied = lvcopy.clone(stack, job.vg, job.source_disk.name, job.disk.name,
+                                      job.config.thin_pool)
             progress.note(str(copied.method))
         # As a build's: nobody sees the copy's root mounted, and a domain libvirt starts
         # meanwhile gets no copy of the mount.
@@ -202,7 +230,10 @@ def make(job: Clone) -> dict[str, Any]:
         with progress.stage("finish"):
             faults.point("clone:before:publish")
             inuse.wait_released(copied.temporary, hint="the copy is removed once it is free")
-            copy.publish(copied, job.disk)
+            if job.vg is None:
+                copy.publish(copied, job.disk)
+            else:
+                lvcopy.publish(copied, job.vg, job.disk.name)
             save_journal(job, filesystems)
         stack.pop_all()
     logger.info("%s is cloned from %s: %s\n%s", job.name, job.source, job.disk,

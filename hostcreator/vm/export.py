@@ -3,7 +3,8 @@ appliance that other hypervisors import and boot.
 
 The recipe: every refusal first (check), before anything is made; then, holding
 NAME's lock, a copy of NAME's disk in IMAGE_DIR (disk/copy.py: a reflink or the
-allocated extents, under a hidden name), sealed (identity.seal: what NAME made
+allocated extents, under a hidden name; of an LV, its blocks with the zero ones
+left as holes), sealed (identity.seal: what NAME made
 for itself removed, root's password locked, the freed blocks and the swap
 discarded), converted by qemu-img beside PATH under a hidden name (for an OVA: the
 streamOptimized VMDK, then the descriptor, the manifest and the VMDK packed), and
@@ -25,7 +26,7 @@ from typing import Any
 
 from hostcreator import faults
 from hostcreator.build import identity
-from hostcreator.config import Config, StorageKind
+from hostcreator.config import Config
 from hostcreator.disk import copy, image
 from hostcreator.disk.image import Format
 from hostcreator.disk.partition import GIB
@@ -68,6 +69,12 @@ class Export:
         return self.paths.disk
 
     @property
+    def copy_target(self) -> Path:
+        """Beside what the sealed copy is made: NAME's image file, or where it would be in
+        IMAGE_DIR when NAME's disk is an LV."""
+        return self.paths.image
+
+    @property
     def efi(self) -> bool:
         # The firmware the disk was built for, as its build recorded it.
         return self.record.settings.get("FIRMWARE") == "uefi"
@@ -97,9 +104,6 @@ def check(config: Config, name: str, fmt_text: str, output: Path | None,
     """Every refusal that needs no lock, the cheapest first."""
     VmPaths.of(config, name)
     fmt = parse_format(fmt_text)
-    if config.storage_kind is StorageKind.LVM:
-        raise InvalidInput("export with STORAGE=lvm is not there yet: only image files are "
-                           "exported so far", hint="STORAGE=file exports image files")
     target = output_path(name, fmt, output)
     require_commands(HOST_COMMANDS)
     places.check_writable(config, DIRECTORIES)
@@ -132,7 +136,7 @@ def check_output(job: Export) -> None:
                                hint="an export never replaces a VM's disk: name another file")
     places.check_directory(target.parent, "--output")
     # A sparse raw image is as large as the disk; the others hold what it uses, at most.
-    largest = (job.disk.stat().st_size if job.format is Format.RAW
+    largest = (copy.size_of(job.disk) if job.format is Format.RAW
                else copy.allocated_bytes(job.disk))
     places.check_file_size(target, largest, f"--output: {target}",
                            hint="--output on another file system (ext4, XFS), or "
@@ -186,7 +190,7 @@ def export(config: Config, name: str, fmt: str, output: Path | None = None,
         locks.enter_context(log_file(job.paths.log))
         # Asked again under the lock: a mount-vm or a QEMU may have come meanwhile.
         check_use(job, ask_libvirt=False)
-        clone.remove_stale_copies(job.disk, KIND)
+        clone.remove_stale_copies(job.copy_target, KIND)
         for left in copy.stale(job.output, KIND):
             _remove_tree(left)
             logger.info("removed %s, left by an export that was killed", left)
@@ -215,7 +219,7 @@ def make(job: Export) -> dict[str, Any]:
     with ExitStack() as stack:
         with progress.stage(f"copy {job.name}'s disk"):
             # Removed at the end in every case: only the output stays.
-            copied = copy.copy(stack, job.disk, job.disk, kind=KIND)
+            copied = copy.copy(stack, job.disk, job.copy_target, kind=KIND)
             progress.note(str(copied.method))
         # As a build's: nobody sees the copy's root mounted.
         mounts.private_namespace(keep=[*job.config.paths(), job.disk, job.output])
