@@ -119,7 +119,7 @@ def interrupted(lab: Lab, name: str, when: str, timeout: float = 900) -> tuple[i
     out = INNER / f"{name}.out"
     # The build in the background, its PID and then its exit code in files of their own.
     lab.run(f"sh -c 'create-debian {name} {DEBIAN_SUITE} >{out} 2>&1 </dev/null & "
-            f"echo $! >{out}.pid; wait $!; echo $? >{out}.rc' >/dev/null 2>&1 &")
+            f"echo $! >{out}.pid; wait $!; echo $? >{out}.rc' </dev/null >/dev/null 2>&1 &")
     log = shlex.quote(str(lab.paths(name).log))
     lab.run(f"for i in $(seq {int(timeout)}); do grep -q {shlex.quote(when)} {log} "
             f"2>/dev/null && exit 0; test -e {out}.rc && exit 1; sleep 1; done; exit 1",
