@@ -210,6 +210,7 @@ class Lab:
         self.timed("inner rootfs cache entry", started)
         started = time.monotonic()
         env = self.env
+        env.base.mkdir(parents=True, exist_ok=True)
         settings = access_settings(env)
         settings["SSH_AUTHORIZED_KEYS"] = str(self.key.with_suffix(".pub"))
         env.write(SIZE=str(LAB_SIZE_GIB), PACKAGES=" ".join(LAB_PACKAGES),
@@ -346,11 +347,16 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
     def running(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
+        if self.pid <= 0:  # never started
+            return False
         try:
             os.kill(self.pid, 0)
         except OSError:
             return False
-        return Path(f"/proc/{self.pid}/cmdline").read_bytes().startswith(b"qemu-system")
+        try:
+            return Path(f"/proc/{self.pid}/cmdline").read_bytes().startswith(b"qemu-system")
+        except FileNotFoundError:  # gone meanwhile
+            return False
 
     def ssh_argv(self, command: str) -> list[str]:
         return ["ssh", *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.port),
