@@ -55,6 +55,11 @@ PACKAGE_OF = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
     "gpgv": "gpgv",
+    "chroot": "coreutils",
+    "mount": "mount",
+    "umount": "mount",
+    "swtpm": "swtpm",
+    "swtpm_setup": "swtpm-tools",
 }
 
 

@@ -171,9 +171,14 @@ def plan(config: Config, distribution: Distribution, suite: str) -> BootstrapPla
     )
 
 
+def mirror_of(distribution: Distribution, suite: str, mirror: str | None) -> str:
+    """The mirror debootstrap downloads SUITE from: MIRROR, else the suite script's default."""
+    return mirror or default_mirror(distribution.suite_script(suite), suite)
+
+
 def archive_mirror(p: BootstrapPlan) -> str:
-    """The mirror debootstrap downloads from: MIRROR, else the suite script's default."""
-    return p.mirror or default_mirror(p.distribution.suite_script(p.suite), p.suite)
+    """The mirror the bootstrap of P downloads from (mirror_of)."""
+    return mirror_of(p.distribution, p.suite, p.mirror)
 
 
 def source_lines(p: BootstrapPlan) -> list[str]:

@@ -22,6 +22,7 @@ import errno
 import fcntl
 import os
 import stat
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +37,9 @@ CHUNK = 1 << 30
 # A block device is read in pieces of this size; a piece of zeros is a hole in the copy.
 BLOCK = 4 << 20
 ZEROS = bytes(BLOCK)
+# What reflinks() clones: more than a file system keeps inline in its metadata (btrfs
+# clones no inline extent), a whole number of blocks.
+REFLINK_PROBE_BYTES = 64 << 10
 
 
 class Method(StrEnum):
@@ -98,6 +102,17 @@ def _reflink(source: int, target: int) -> bool:
                          errno.ENOSYS):
             return False
         raise
+
+
+def reflinks(directory: Path) -> bool:
+    """Whether the file system of DIRECTORY makes reflinks, as copy() would ask it: a small
+    file cloned there. Both files are unnamed (O_TMPFILE, else unlinked at once) and go
+    with their descriptors."""
+    with tempfile.TemporaryFile(dir=directory) as source, \
+            tempfile.TemporaryFile(dir=directory) as target:
+        source.write(b"\1" * REFLINK_PROBE_BYTES)
+        source.flush()
+        return _reflink(source.fileno(), target.fileno())
 
 
 def extents(fd: int, size: int) -> list[tuple[int, int]]:

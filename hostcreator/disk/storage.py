@@ -153,6 +153,28 @@ def lvremove_command(vg: str, lv: str) -> list[str]:
     return ["lvremove", "--yes", f"{vg}/{lv}"]
 
 
+def vg_free(vg: str) -> int:
+    """The free bytes of the volume group VG, which must exist."""
+    result = run(vgs_command(vg), check=False, capture=True)
+    if result.returncode != 0:
+        raise InvalidInput(
+            f"volume group {vg!r} not found",
+            hint="check VG_NAME, or use STORAGE=file for image files",
+        )
+    return parse_vg_free(result.stdout)
+
+
+def check_thin_pool(vg: str, pool: str) -> None:
+    """POOL (THIN_POOL) is a thin pool of the volume group VG."""
+    result = run(lv_attr_command(vg, pool), check=False, capture=True)
+    if result.returncode != 0 or not is_thin_pool(result.stdout):
+        raise InvalidInput(
+            f"THIN_POOL: volume group {vg} has no thin pool {pool!r}",
+            hint=f"check THIN_POOL, or make the pool: lvcreate --type thin-pool "
+                 f"-L SIZE -n {pool} {vg}",
+        )
+
+
 @dataclass
 class LvmStorage:
     """A logical volume <NAME>-disk01 in VG_NAME, a thin volume when THIN_POOL is set."""
@@ -173,24 +195,12 @@ class LvmStorage:
 
     def free(self) -> int:
         """The free bytes of the volume group, which must exist."""
-        result = run(vgs_command(self.vg), check=False, capture=True)
-        if result.returncode != 0:
-            raise InvalidInput(
-                f"volume group {self.vg!r} not found",
-                hint="check VG_NAME, or use STORAGE=file for image files",
-            )
-        return parse_vg_free(result.stdout)
+        return vg_free(self.vg)
 
     def check_thin_pool(self) -> None:
         """THIN_POOL names a thin pool of the volume group."""
         assert self.thin_pool is not None
-        result = run(lv_attr_command(self.vg, self.thin_pool), check=False, capture=True)
-        if result.returncode != 0 or not is_thin_pool(result.stdout):
-            raise InvalidInput(
-                f"THIN_POOL: volume group {self.vg} has no thin pool {self.thin_pool!r}",
-                hint=f"check THIN_POOL, or make the pool: lvcreate --type thin-pool "
-                     f"-L SIZE -n {self.thin_pool} {self.vg}",
-            )
+        check_thin_pool(self.vg, self.thin_pool)
 
     def check_room(self, size: int, what: str) -> None:
         """A new logical volume of SIZE bytes fits in the free extents of the volume group;

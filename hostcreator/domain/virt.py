@@ -151,11 +151,21 @@ def check_network(conn: libvirt.virConnect, name: str) -> None:
                            hint=f"start it: virsh net-start {name}")
 
 
+def domain_types(conn: libvirt.virConnect) -> list[str]:
+    """The types of x86_64 domains libvirt's host offers (kvm, qemu: software emulation)."""
+    caps = ET.fromstring(conn.getCapabilities())
+    found = (d.get("type") for d in caps.iterfind("guest/arch[@name='x86_64']/domain"))
+    return list(dict.fromkeys(t for t in found if t))
+
+
 def offers_kvm(conn: libvirt.virConnect) -> bool:
     """Whether libvirt's host offers x86_64 domains of type kvm (for a remote host)."""
-    caps = ET.fromstring(conn.getCapabilities())
-    return any(d.get("type") == "kvm"
-               for d in caps.iterfind("guest/arch[@name='x86_64']/domain"))
+    return "kvm" in domain_types(conn)
+
+
+def version_text(number: int) -> str:
+    """A libvirt version number (major * 1,000,000 + minor * 1,000 + release) as 9.0.0."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 def made_by_hostcreator(dom: libvirt.virDomain) -> bool:

@@ -24,6 +24,8 @@ from hostcreator.log import logger
 from hostcreator.run import run
 
 BLKRRPART = 0x125F
+# Through it losetup finds (and where all are taken, adds) a free loop device.
+LOOP_CONTROL = Path("/dev/loop-control")
 
 
 def attach(stack: ExitStack, backing: Path, read_only: bool = False) -> Path:
@@ -35,6 +37,11 @@ def attach(stack: ExitStack, backing: Path, read_only: bool = False) -> Path:
     stack.callback(detach, device)
     logger.debug("attached %s to %s", backing, device)
     return device
+
+
+def free_device() -> Path:
+    """A free loop device, as `losetup --find` finds one for attach(); nothing is attached."""
+    return Path(run(["losetup", "--find"], capture=True).stdout.strip())
 
 
 def detach(device: Path) -> None:
