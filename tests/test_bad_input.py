@@ -37,6 +37,7 @@ REMOVE = ("hostcreator", "remove")
 LIST = ("hostcreator", "list")
 CLONE = ("hostcreator", "clone")
 EXPORT = ("hostcreator", "export")
+DOCTOR = ("hostcreator", "doctor")
 
 
 def row(cmd: tuple[str, ...], args: list[str], message: str, *, code: int = 2,
@@ -393,6 +394,13 @@ ROWS = [
         conf="CACHE_DIR={tmp}/file", setup="file", id="cache-dir-file"),
     row(("hostcreator", "cache", "prune"), ["--older-than", "-1"],
         "--older-than must not be negative", id="cache-prune-negative"),
+    row(DOCTOR, ["--set", "VIRT_TYPE=xen"],
+        "--set: VIRT_TYPE: 'xen' is not one of auto | kvm | qemu", id="doctor-set"),
+    row(DOCTOR, [], "{conf}:{line}: STORAGE=lvm needs VG_NAME", conf="STORAGE=lvm",
+        id="doctor-config"),
+    row(DOCTOR, ["--bogus"], "No such option: --bogus",
+        hint="`hostcreator doctor -h` shows how to call it", id="doctor-unknown-option"),
+    row(DOCTOR, ["web1"], "unexpected extra argument(s) (web1)", id="doctor-argument"),
     # --- the command line itself: one line and a hint, as every other error ---
     row(CREATE_DEBIAN, [], "Missing argument 'NAME'",
         hint="`create-debian -h` shows how to call it", id="usage-no-name"),
@@ -543,7 +551,7 @@ def test_the_table_covers_every_command():
                         "umount-vm", "hostcreator boot-test", "hostcreator config",
                         "hostcreator status", "hostcreator cache list",
                         "hostcreator cache prune", "hostcreator list", "hostcreator remove",
-                        "hostcreator clone", "hostcreator export"}
+                        "hostcreator clone", "hostcreator export", "hostcreator doctor"}
     assert len(ROWS) >= 24
 
 

@@ -101,7 +101,7 @@ INVOCATIONS = [
     ("create-debian",), ("create-ubuntu",), ("create-kvm",), ("mount-vm",), ("umount-vm",),
     *(("hostcreator", c) for c in ("create-debian", "create-ubuntu", "create-kvm", "boot-test",
                                    "config", "mount-vm", "umount-vm", "status", "cleanup",
-                                   "list", "remove", "clone", "export")),
+                                   "list", "remove", "clone", "export", "doctor")),
     ("hostcreator", "cache", "list"), ("hostcreator", "cache", "prune"),
 ]
 COMMON = ("--config", "--set", "--verbose", "-v", "--debug", "--version", "--help", "-h")

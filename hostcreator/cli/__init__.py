@@ -60,6 +60,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "remove": vm.remove_vm,
     "clone": vm.clone_vm,
     "export": vm.export_vm,
+    "doctor": admin.doctor,
 }
 for _name, _function in COMMANDS.items():
     app.command(_name)(_function)

@@ -1,4 +1,5 @@
-"""Commands about hostcreator's own state: config, status, cleanup, cache."""
+"""Commands about hostcreator's own state and its host: config, status, cleanup, cache,
+doctor."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import typer
 
 from hostcreator import config
 from hostcreator.build import cache, recover
-from hostcreator.cli.common import Common, command
+from hostcreator.cli.common import Common, command, fail
 from hostcreator.cli.vm import VmName, print_mounted
 from hostcreator.log import logger
+from hostcreator.vm import doctor as hostdoctor
 from hostcreator.vm import mount as vmmount
 
 
@@ -113,3 +115,38 @@ def cache_prune(
     for name in removed:
         typer.echo(f"removed {name}")
     typer.echo(f"{len(removed)} removed")
+
+
+def print_check(check: hostdoctor.Check) -> None:
+    """One line of the doctor's report, and under it the hint of one that is not ok."""
+    indent = " " * (hostdoctor.NAME_WIDTH + 2 + len("warning") + 2)
+    typer.echo(f"{check.name:<{hostdoctor.NAME_WIDTH}}  {check.status:<7}  {check.detail}")
+    if check.hint:
+        typer.echo(f"{indent}hint: {check.hint}")
+
+
+@command("doctor", reports=True)
+def doctor(common: Common) -> None:
+    """Check what this host can do for hostcreator, one line per check (ok, warning or
+    failed; with a hint unless ok): root, the host tools, the debootstrap script and
+    archive keyring of the Debian and the Ubuntu suite, the archive, libvirt at
+    LIBVIRT_URI, KVM (the probe create-kvm makes), the network, the storage (VG_NAME or
+    IMAGE_DIR, reflinks), loop devices, OVMF and swtpm, the rootfs cache, unfinished
+    builds and mounted VMs.
+
+    Exit code 1 when a required check (root, tools, libvirt, storage, loop devices) fails.
+
+    Warnings, and failures of the checks that are not required, keep exit code 0."""
+    cfg = common.config()
+    report = hostdoctor.examine(cfg, None if common.json else print_check, common.debug)
+    counts = report.counts()
+    common.emit(report.as_json(), lambda: typer.echo(
+        f"{counts[hostdoctor.Status.OK]} ok, {counts[hostdoctor.Status.WARNING]} warnings, "
+        f"{counts[hostdoctor.Status.FAILED]} failed"))
+    failed = report.failed_required
+    if not failed:
+        return
+    if common.json:  # the report says it (exit_code, failed_required): one JSON document
+        raise typer.Exit(report.exit_code)
+    fail(common, f"required checks failed: {', '.join(c.name for c in failed)}",
+         "the hint under each failed line says what to do", report.exit_code)
