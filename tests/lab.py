@@ -136,6 +136,9 @@ class Lab:
     pid: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # One SSH connection that the commands share (a handshake costs a second and more
+    # under TCG): started once SSH answers, it ends with the lab.
+    master: subprocess.Popen[bytes] | None = None
 
     # --- where things are on the outer host ---
     @property
@@ -153,6 +156,10 @@ class Lab:
     @property
     def key(self) -> Path:
         return self.base / "id_lab"
+
+    @property
+    def control_path(self) -> Path:
+        return self.base / "ssh.control"
 
     @property
     def console_log(self) -> Path:
@@ -215,7 +222,7 @@ class Lab:
         settings["SSH_AUTHORIZED_KEYS"] = str(self.key.with_suffix(".pub"))
         env.write(SIZE=str(LAB_SIZE_GIB), PACKAGES=" ".join(LAB_PACKAGES),
                   CACHE_DIR=str(with_shared_debs(LAB_CACHE)), **settings)
-        env.install_hook("postconfig.sh", self._postconfig_hook(stage))
+        env.install_hook("postconfig.sh", self._postconfig_hook(stage, wheel.name))
         result = run_cli("create-debian", self.name, self.suite, "--config", str(env.config))
         self.say(result.stdout + result.stderr)
         leaks = env.leaks()
@@ -271,7 +278,7 @@ class Lab:
         if plan.cache_dir is not None and plan.cache_dir.is_dir():
             shutil.copytree(plan.cache_dir, lab_cache / "debs" / plan.cache_dir.name)
 
-    def _postconfig_hook(self, stage: Path) -> str:
+    def _postconfig_hook(self, stage: Path, wheel: str) -> str:
         links = " ".join(COMMANDS)
         return f"""#!/bin/sh
 # The lab's postconfig hook (tests/lab.py): what the lab is handed, and hostcreator
@@ -282,7 +289,7 @@ root=$2
 cp -a {stage}/. "$root/"
 chroot "$root" python3 -m venv --system-site-packages {VENV}
 chroot "$root" {VENV}/bin/pip install -q --no-index --disable-pip-version-check \\
-    {WHEELS}/hostcreator-*.whl
+    {WHEELS / wheel}
 rm -r "$root{WHEELS}"
 for c in {links}; do ln -sf {VENV}/bin/$c "$root/usr/local/bin/$c"; done
 # Its builds read this configuration.
@@ -320,7 +327,31 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
         self.pid = self.proc.pid
         self.save()
         self._wait_for_ssh(time.monotonic() + BOOT_TIMEOUT)
+        if not detach:
+            self._start_master()
         self.timed("lab boot", started)
+
+    def _start_master(self) -> None:
+        """The shared connection; a command finds it through its ControlPath (without
+        it, as after the lab's shutdown began, a command connects on its own)."""
+        argv = self.ssh_argv("")[:-1]
+        self.master = subprocess.Popen(
+            # The first value of an option counts: these before ssh_argv's ControlMaster=no.
+            [argv[0], "-N", "-o", "ControlMaster=yes", "-o", "ControlPersist=no", *argv[1:]],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 60
+        while not self.control_path.exists() and self.master.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.say(f"lab: shared SSH connection {'up' if self.control_path.exists() else 'not up'}")
+
+    def _stop_master(self) -> None:
+        if self.master is not None:
+            self.master.kill()
+            self.master.wait()
+            self.master = None
 
     def _wait_for_ssh(self, deadline: float) -> None:
         while True:
@@ -359,8 +390,9 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
             return False
 
     def ssh_argv(self, command: str) -> list[str]:
-        return ["ssh", *SSH_OPTIONS, "-i", str(self.key), "-p", str(self.port),
-                "root@127.0.0.1", command]
+        return ["ssh", *SSH_OPTIONS, "-o", "ControlMaster=no",
+                "-o", f"ControlPath={self.control_path}", "-i", str(self.key),
+                "-p", str(self.port), "root@127.0.0.1", command]
 
     def run(self, command: str, *, timeout: float = 600,
             check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -395,6 +427,7 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
         deadline = time.monotonic() + STOP_TIMEOUT
         while self.running() and time.monotonic() < deadline:
             time.sleep(1)
+        self._stop_master()
         if self.running():
             self.say(f"lab: not down after {STOP_TIMEOUT} s, killed")
             self.kill()
@@ -421,6 +454,7 @@ echo "event_timeout=1800" >> "$root/etc/udev/udev.conf"
         self.say(f"lab: copied {path} out to {target}")
 
     def kill(self) -> None:
+        self._stop_master()
         if self.running():
             os.killpg(self.pid, signal.SIGKILL)
         if self.proc is not None:

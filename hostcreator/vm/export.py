@@ -70,9 +70,11 @@ class Export:
 
     @property
     def copy_target(self) -> Path:
-        """Beside what the sealed copy is made: NAME's image file, or where it would be in
-        IMAGE_DIR when NAME's disk is an LV."""
-        return self.paths.image
+        """Beside what the sealed copy is made: NAME's image file; when NAME's disk is an
+        LV (and IMAGE_DIR may not even exist), a file of that name beside the output."""
+        if self.disk == self.paths.image:
+            return self.paths.image
+        return self.output.parent / self.paths.image.name
 
     @property
     def efi(self) -> bool:
@@ -145,10 +147,11 @@ def check_output(job: Export) -> None:
 
 def needed_bytes(job: Export, used: int) -> dict[Path, int]:
     """Where the export writes how much, estimated from the bytes NAME's disk uses: the
-    sealed copy in IMAGE_DIR (unless it is a reflink), the output beside PATH (at most
-    what the disk uses; an OVA's VMDK and the package itself both, for a moment). A raw
-    export on IMAGE_DIR's file system is the sealed copy itself."""
-    images = places.nearest_existing(job.config.image_dir)
+    sealed copy beside the copy target (IMAGE_DIR, or PATH's directory for an LV; unless
+    it is a reflink), the output beside PATH (at most what the disk uses; an OVA's VMDK
+    and the package itself both, for a moment). A raw export on the copy's file system is
+    the sealed copy itself."""
+    images = places.nearest_existing(job.copy_target.parent)
     same = os.stat(images).st_dev == os.stat(job.output.parent).st_dev
     output = 0 if job.format is Format.RAW and same else used * (
         2 if job.format is Format.OVA else 1)
