@@ -7,6 +7,7 @@ software emulation, at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -97,8 +98,14 @@ def boot_domain(libvirtd: str, name: str, qcow2: Path, console: Path) -> dict[st
 
     conn = libvirt.open(libvirtd)
     try:
-        conn.defineXML(qcow2_domain_xml(name, qcow2, console)).create()
-        text = wait_for_report(console, BOOT_SECONDS)
+        domain = conn.defineXML(qcow2_domain_xml(name, qcow2, console))
+        domain.create()
+        try:
+            text = wait_for_report(console, BOOT_SECONDS)
+        finally:
+            # Its QEMU holds the image's lock: qemu-img info then reads it.
+            with contextlib.suppress(libvirt.libvirtError):  # it may have stopped itself
+                domain.destroy()
     finally:
         conn.close()
     report = parse_report(text)
