@@ -57,10 +57,12 @@ def test_the_labs_builds_read_lvm_in_its_volume_group(staged):
 
 def test_the_labs_hook_installs_the_wheel_without_an_index(staged):
     lab, stage = staged
-    hook = lab._postconfig_hook(stage)
+    wheel = "hostcreator-1.0-py3-none-any.whl"
+    hook = lab._postconfig_hook(stage, wheel)
     assert subprocess.run(["sh", "-n"], input=hook, text=True).returncode == 0
     assert f"{VENV}/bin/pip install -q --no-index" in hook
-    assert f"{WHEELS}/hostcreator-*.whl" in hook
+    # By its name: a glob would be expanded by the host's shell, not in the chroot.
+    assert f"{WHEELS}/{wheel}" in hook and "*.whl" not in hook
     assert "--no-deps" not in hook  # Debian's libraries must satisfy the wheel
 
 
