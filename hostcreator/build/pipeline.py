@@ -264,9 +264,10 @@ def partition_disk(build: Build, stack: ExitStack, done: bool) -> None:
         assert record.root_uuid and record.swap_uuid, "partitions done without their UUIDs"
         build.filesystems = partition.FileSystems(record.root_uuid, record.swap_uuid)
         return
-    partition.write_table(build.device, plan)
-    build.partitions = partition.find(build.device)
-    build.filesystems = partition.make_filesystems(build.partitions, build.name)
+    with loopdev.locked(build.device):
+        partition.write_table(build.device, plan)
+        build.partitions = partition.find(build.device)
+        build.filesystems = partition.make_filesystems(build.partitions, build.name)
     build.record.root_uuid = build.filesystems.root_uuid
     build.record.swap_uuid = build.filesystems.swap_uuid
     build.save()

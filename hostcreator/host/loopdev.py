@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def detach(device: Path) -> None:
         run(["losetup", "--detach", device])
     except HostCreatorError as exc:
         logger.warning("warning: could not detach %s: %s", device, exc)
+
+
+@contextlib.contextmanager
+def locked(device: Path) -> Iterator[None]:
+    """DEVICE (a whole disk) locked as systemd-udevd understands it, while its partition
+    table is written and read back: udevd re-reads the table of a disk a writer closed
+    (its "watch"), which removes and adds the partitions again, unless the disk is
+    locked (flock, systemd's block device locking); we would then find none."""
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def reread_partitions(device: Path) -> None:
